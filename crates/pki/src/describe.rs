@@ -97,6 +97,12 @@ pub fn request(csr: &Csr) -> Description {
     }
 }
 
+/// The first CN of a DER-encoded X.500 name.
+pub fn name_common_name(der: &[u8]) -> Option<String> {
+    let (_, name) = x509_parser::x509::X509Name::from_der(der).ok()?;
+    crate::csr::first_common_name(&name)
+}
+
 fn note_authorization(oid_text: &str, value: &[u8], into: &mut BTreeMap<String, String>) {
     if oid::is_under(oid_text, oid::PP_AUTH_CERT_EXT) {
         into.insert(

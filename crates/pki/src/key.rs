@@ -72,6 +72,12 @@ pub fn load_key_pem(pem: &str) -> Result<KeyPair, KeyError> {
     KeyPair::from_pem(pem).map_err(KeyError::Load)
 }
 
+/// The public half of `key`, as policy and issuing see it.
+pub fn public_key_info(key: &KeyPair) -> Option<crate::csr::PublicKeyInfo> {
+    use rcgen::PublicKeyData;
+    crate::csr::PublicKeyInfo::from_spki_der(&key.subject_public_key_info())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,158 @@
+//! The Puppet CA HTTP API v1 (`/puppet-ca/v1/...`, and the Puppet 3 legacy forms) over a
+//! [`CaService`], with puppetserver's status codes and bodies.
+
+mod auth;
+mod certs;
+mod error;
+mod health;
+mod status;
+
+use std::{net::SocketAddr, sync::Arc, time::SystemTime};
+
+use axum::{
+    extract::{ConnectInfo, DefaultBodyLimit, Request},
+    middleware::{self, Next},
+    response::Response,
+    routing::{get, put},
+    Router,
+};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+
+pub use self::auth::{common_name, AccessPolicy, Caller};
+pub use self::error::ApiError;
+use crate::{autosign::Autosign, error::CaError, service::CaService};
+
+/// The Puppet version the CA reports in `X-Puppet-Version`; agents compare it with
+/// `Gem::Version`, so it must look like one (Gotcha 10).
+pub const PUPPET_VERSION: &str = "7.23.0";
+
+/// Largest request body the API reads (CSRs are further limited to 64 KiB).
+const MAX_BODY: usize = 256 * 1024;
+
+/// Everything a handler needs.
+pub struct ApiState {
+    pub service: Arc<CaService>,
+    pub autosign: Autosign,
+    pub access: AccessPolicy,
+}
+
+type State = Arc<ApiState>;
+
+/// The CA's routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn router(state: State) -> Router {
+    Router::new()
+        .merge(v1_routes("/puppet-ca/v1"))
+        .merge(v1_routes("/{environment}"))
+        .route(
+            "/puppet-ca/v1/certificate_statuses/",
+            get(status::missing_segment),
+        )
+        .route("/puppet-ca/v1/expirations", get(certs::expirations))
+        .route("/puppet-ca/v1/clean", put(status::clean))
+        .merge(health::routes())
+        .fallback(|| async { ApiError::NotFound("Not Found".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(puppet_version_header))
+        .with_state(state)
+}
+
+fn v1_routes(prefix: &str) -> Router<State> {
+    Router::new()
+        .route(
+            &format!("{prefix}/certificate/{{subject}}"),
+            get(certs::get_certificate),
+        )
+        .route(
+            &format!("{prefix}/certificate_request/{{subject}}"),
+            get(certs::get_request)
+                .put(certs::put_request)
+                .delete(certs::delete_request),
+        )
+        .route(
+            &format!("{prefix}/certificate_status/{{subject}}"),
+            get(status::get_status)
+                .put(status::put_status)
+                .delete(status::delete_status),
+        )
+        .route(
+            &format!("{prefix}/certificate_statuses/{{any}}"),
+            get(status::get_statuses),
+        )
+        .route(
+            &format!("{prefix}/certificate_revocation_list/{{any}}"),
+            get(certs::get_crl),
+        )
+}
+
+async fn puppet_version_header(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .insert("x-puppet-version", HeaderValue::from_static(PUPPET_VERSION));
+    response
+}
+
+/// Runs a blocking CA operation off the async threads.
+async fn blocking<T: Send + 'static>(
+    state: &State,
+    op: impl FnOnce(&CaService) -> Result<T, CaError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let service = state.service.clone();
+    match tokio::task::spawn_blocking(move || op(&service)).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => Err(ApiError::Internal(format!("CA task failed: {e}"))),
+    }
+}
+
+/// The caller, or 403 unless it may administer the CA.
+fn require_admin(
+    state: &State,
+    peer: SocketAddr,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let caller = state.access.caller(peer.ip(), headers)?;
+    if state.access.is_admin(&caller) {
+        return Ok(caller);
+    }
+    tracing::warn!(?caller, %path, %method, "forbidden: CA admin endpoints need pp_cli_auth or an admin_certnames entry");
+    Err(ApiError::Forbidden {
+        path: path.to_owned(),
+        method: method.clone(),
+    })
+}
+
+/// 304 when `If-Modified-Since` parses and the file did not change strictly after it.
+fn not_modified(headers: &HeaderMap, modified: SystemTime) -> bool {
+    let Some(since) = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Ok(since) = httpdate::parse_http_date(since) else {
+        return false;
+    };
+    let modified_secs = modified
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let since_secs = since
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    modified_secs <= since_secs
+}
+
+fn text(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+type Peer = ConnectInfo<SocketAddr>;

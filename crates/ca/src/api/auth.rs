@@ -1,0 +1,154 @@
+//! Who is calling the CA API: believed from `X-Client-*` headers only when the TCP peer is a
+//! trusted proxy (the LB); everyone else is anonymous.
+
+use std::{collections::HashSet, net::IpAddr};
+
+use http::HeaderMap;
+use ipnet::IpNet;
+use percent_encoding::percent_decode;
+
+use super::error::ApiError;
+
+/// The caller of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Anonymous,
+    /// A client whose certificate the proxy verified.
+    Client {
+        certname: String,
+        cli_auth: bool,
+    },
+}
+
+/// Who may do what: trusted proxies and admin certnames, from `[ca]`.
+#[derive(Debug, Clone, Default)]
+pub struct AccessPolicy {
+    pub trusted_proxies: Vec<IpNet>,
+    pub admin_certnames: HashSet<String>,
+}
+
+impl AccessPolicy {
+    /// Reads the caller from the proxy's headers (exact `SUCCESS`, a CN in the DN).
+    pub fn caller(&self, peer: IpAddr, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        if !self.trusted_proxies.iter().any(|net| net.contains(&peer)) {
+            return Ok(Caller::Anonymous);
+        }
+        let verified = headers
+            .get("x-client-verify")
+            .is_some_and(|v| v.as_bytes() == b"SUCCESS");
+        let certname = headers
+            .get("x-client-dn")
+            .and_then(|v| v.to_str().ok())
+            .and_then(common_name);
+        let (true, Some(certname)) = (verified, certname) else {
+            return Ok(Caller::Anonymous);
+        };
+        let cli_auth = match headers.get("x-client-cert") {
+            Some(value) => header_cert_has_cli_auth(value.as_bytes(), &certname)?,
+            None => false,
+        };
+        Ok(Caller::Client { certname, cli_auth })
+    }
+
+    /// Admin operations: a certname in `admin_certnames`, or a certificate with `pp_cli_auth`.
+    pub fn is_admin(&self, caller: &Caller) -> bool {
+        match caller {
+            Caller::Anonymous => false,
+            Caller::Client { certname, cli_auth } => {
+                *cli_auth || self.admin_certnames.contains(certname)
+            }
+        }
+    }
+}
+
+/// The first CN of an RFC 2253 DN (`CN=a,O=b`) or of OpenSSL's slash form (`/CN=a/O=b`).
+pub fn common_name(dn: &str) -> Option<String> {
+    let parts: Vec<&str> = if dn.starts_with('/') {
+        dn.split('/').collect()
+    } else {
+        dn.split(',').collect()
+    };
+    parts.iter().find_map(|part| {
+        let (key, value) = part.trim().split_once('=')?;
+        (key.trim().eq_ignore_ascii_case("cn") && !value.is_empty())
+            .then(|| value.trim().to_owned())
+    })
+}
+
+/// Decodes `X-Client-Cert` (percent-encoding only: `+` stays `+`), which must be exactly one
+/// PEM certificate, and reads its `pp_cli_auth`. A certificate for another name grants nothing.
+fn header_cert_has_cli_auth(value: &[u8], certname: &str) -> Result<bool, ApiError> {
+    let decoded: Vec<u8> = percent_decode(value).collect();
+    let der = pki::pemfile::single_block(&decoded, &["CERTIFICATE"])
+        .map_err(|e| ApiError::BadClientCert(e.to_string()))?;
+    let description = pki::describe::certificate(&der)
+        .ok_or_else(|| ApiError::BadClientCert("not an X.509 certificate".into()))?;
+    if description.common_name != certname {
+        tracing::warn!(dn_cn = certname, cert_cn = %description.common_name, "X-Client-Cert does not belong to X-Client-DN; ignoring its extensions");
+        return Ok(false);
+    }
+    Ok(description
+        .authorization_extensions
+        .get("pp_cli_auth")
+        .is_some_and(|v| v == "true"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_names_from_both_dn_forms() {
+        let cases = [
+            ("CN=agent1.example.com", Some("agent1.example.com")),
+            ("CN=agent1,O=Example", Some("agent1")),
+            ("O=Example, CN=agent1", Some("agent1")),
+            ("/CN=agent1.example.com", Some("agent1.example.com")),
+            ("/O=x/CN=agent1", Some("agent1")),
+            ("cn=lower", Some("lower")),
+            ("O=Example", None),
+            ("CN=", None),
+            ("", None),
+        ];
+        for (dn, expected) in cases {
+            assert_eq!(common_name(dn).as_deref(), expected, "{dn:?}");
+        }
+    }
+
+    #[test]
+    fn headers_count_only_from_trusted_proxies_and_only_with_success() {
+        let policy = AccessPolicy {
+            trusted_proxies: vec!["127.0.0.1/32".parse().expect("net")],
+            admin_certnames: HashSet::from(["admin".to_owned()]),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("x-client-verify", "SUCCESS".parse().expect("value"));
+        headers.insert("x-client-dn", "CN=admin".parse().expect("value"));
+        let local: IpAddr = "127.0.0.1".parse().expect("ip");
+        let remote: IpAddr = "10.1.2.3".parse().expect("ip");
+        let caller = policy.caller(local, &headers).expect("caller");
+        assert_eq!(
+            caller,
+            Caller::Client {
+                certname: "admin".into(),
+                cli_auth: false
+            }
+        );
+        assert!(policy.is_admin(&caller));
+        assert_eq!(
+            policy.caller(remote, &headers).expect("caller"),
+            Caller::Anonymous
+        );
+        headers.insert("x-client-verify", "success".parse().expect("value"));
+        assert_eq!(
+            policy.caller(local, &headers).expect("caller"),
+            Caller::Anonymous
+        );
+        headers.insert("x-client-verify", "SUCCESS".parse().expect("value"));
+        headers.insert("x-client-cert", "not%20a%20cert".parse().expect("value"));
+        assert!(matches!(
+            policy.caller(local, &headers),
+            Err(ApiError::BadClientCert(_))
+        ));
+    }
+}

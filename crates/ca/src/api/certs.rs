@@ -1,0 +1,139 @@
+//! Certificates, requests, the CRL and expirations: what agents use, mostly unauthenticated.
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State as AxState},
+    response::{IntoResponse, Response},
+    Json,
+};
+use http::{HeaderMap, Method, StatusCode, Uri};
+use pki::Certname;
+
+use super::{blocking, not_modified, require_admin, text, ApiError, Peer, State};
+
+/// `GET certificate/{subject}`: the CA bundle for `ca`, else the signed certificate.
+pub(super) async fn get_certificate(
+    AxState(state): AxState<State>,
+    Path(subject): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let stamped = if subject == "ca" {
+        Some(blocking(&state, |ca| Ok(ca.store().ca_bundle()?)).await?)
+    } else {
+        let name = Certname::parse(&subject).map_err(crate::error::CaError::from)?;
+        blocking(&state, move |ca| Ok(ca.store().certificate(&name)?)).await?
+    };
+    let Some(stamped) = stamped else {
+        return Err(ApiError::NotFound(format!(
+            "Could not find certificate {subject}"
+        )));
+    };
+    if not_modified(&headers, stamped.modified) {
+        return Ok(text(StatusCode::NOT_MODIFIED, ""));
+    }
+    Ok(text(StatusCode::OK, stamped.bytes))
+}
+
+/// `GET certificate_request/{subject}`.
+pub(super) async fn get_request(
+    AxState(state): AxState<State>,
+    Path(subject): Path<String>,
+) -> Result<Response, ApiError> {
+    let name = Certname::parse(&subject).map_err(crate::error::CaError::from)?;
+    match blocking(&state, move |ca| Ok(ca.store().request(&name)?)).await? {
+        Some(pem) => Ok(text(StatusCode::OK, pem)),
+        None => Err(ApiError::NotFound(format!(
+            "Could not find certificate_request {subject}"
+        ))),
+    }
+}
+
+/// `PUT certificate_request/{subject}`: save, then autosign when the setting says so.
+pub(super) async fn put_request(
+    AxState(state): AxState<State>,
+    Path(subject): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let pending = blocking(&state, move |ca| ca.accept_request(&subject, &body)).await?;
+    tracing::info!(certname = %pending.name, "certificate request saved");
+    if state
+        .autosign
+        .decide(&pending.name, &pending.submitted)
+        .await
+    {
+        blocking(&state, move |ca| ca.autosign(&pending)).await?;
+    }
+    Ok(text(StatusCode::OK, ""))
+}
+
+/// `DELETE certificate_request/{subject}` (denied by puppetserver's default auth.conf; here
+/// open to admins).
+pub(super) async fn delete_request(
+    AxState(state): AxState<State>,
+    Path(subject): Path<String>,
+    peer: Peer,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_admin(&state, peer.0, &method, uri.path(), &headers)?;
+    let name = Certname::parse(&subject).map_err(crate::error::CaError::from)?;
+    if blocking(&state, move |ca| Ok(ca.store().delete_request(&name)?)).await? {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Err(ApiError::NotFound(format!(
+        "No certificate request for {subject}"
+    )))
+}
+
+/// `GET certificate_revocation_list/{anything}`: the whole CRL chain.
+pub(super) async fn get_crl(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let stamped = blocking(&state, |ca| Ok(ca.store().crl_chain()?)).await?;
+    if not_modified(&headers, stamped.modified) {
+        return Ok(text(StatusCode::NOT_MODIFIED, ""));
+    }
+    Ok(text(StatusCode::OK, stamped.bytes))
+}
+
+/// `GET expirations`: notAfter of each CA certificate and nextUpdate of each CRL, for any
+/// authenticated caller.
+pub(super) async fn expirations(
+    AxState(state): AxState<State>,
+    peer: Peer,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if state.access.caller(peer.0.ip(), &headers)? == super::Caller::Anonymous {
+        return Err(ApiError::Forbidden {
+            path: uri.path().to_owned(),
+            method,
+        });
+    }
+    let (certs, crls) = blocking(&state, |ca| {
+        Ok((ca.store().ca_bundle()?, ca.store().crl_chain()?))
+    })
+    .await?;
+    let mut ca_certs = serde_json::Map::new();
+    for der in pki::pemfile::blocks(&certs.bytes, "CERTIFICATE").unwrap_or_default() {
+        if let Some(d) = pki::describe::certificate(&der) {
+            let not_after = d.cert.map(|c| c.not_after).unwrap_or_default();
+            ca_certs.insert(d.common_name, not_after.into());
+        }
+    }
+    let mut crl_map = serde_json::Map::new();
+    for der in pki::pemfile::blocks(&crls.bytes, "X509 CRL").unwrap_or_default() {
+        if let Ok(info) = pki::crl::CrlInfo::from_der(&der) {
+            let issuer = pki::describe::name_common_name(&info.issuer_raw).unwrap_or_default();
+            let next = info
+                .next_update
+                .map(pki::timefmt::puppet_date)
+                .unwrap_or_default();
+            crl_map.insert(issuer, next.into());
+        }
+    }
+    Ok(Json(serde_json::json!({ "ca-certs": ca_certs, "crls": crl_map })).into_response())
+}

@@ -1,0 +1,155 @@
+//! The `[ca]` section: raw serde form, then the checked settings.
+
+use std::{collections::HashSet, net::SocketAddr, path::PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::{
+    api::AccessPolicy,
+    autosign::{Autosign, DEFAULT_POLICY_TIMEOUT},
+    service::CaSettings,
+};
+
+/// `[ca]` as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCaConfig {
+    pub listen: SocketAddr,
+    pub cadir: PathBuf,
+    #[serde(default)]
+    pub autosign: FileAutosign,
+    #[serde(default)]
+    pub allow_subject_alt_names: bool,
+    #[serde(default)]
+    pub allow_authorization_extensions: bool,
+    #[serde(default)]
+    pub allow_duplicate_certs: bool,
+    #[serde(default = "default_trusted_proxies")]
+    pub trusted_proxies: Vec<IpNet>,
+    #[serde(default)]
+    pub admin_certnames: Vec<String>,
+    /// Lifetime of issued certificates, Puppet's `ca_ttl` (e.g. `5y`).
+    #[serde(default)]
+    pub cert_ttl: Option<String>,
+    #[serde(default)]
+    pub max_pending_requests: Option<usize>,
+}
+
+/// `autosign = true | false | "/path" | { policy = "/path", timeout = "30s" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FileAutosign {
+    Switch(bool),
+    Path(PathBuf),
+    Policy {
+        policy: PathBuf,
+        timeout: Option<String>,
+    },
+}
+
+impl Default for FileAutosign {
+    fn default() -> Self {
+        Self::Switch(false)
+    }
+}
+
+fn default_trusted_proxies() -> Vec<IpNet> {
+    vec![
+        IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST)),
+        IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+    ]
+}
+
+/// The checked `[ca]` settings.
+#[derive(Debug, Clone)]
+pub struct CaConfig {
+    pub listen: SocketAddr,
+    pub cadir: PathBuf,
+    pub autosign: Autosign,
+    pub settings: CaSettings,
+    pub access: AccessPolicy,
+}
+
+/// A `[ca]` value that cannot be used; the text names the key.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("[ca] {key}: {reason}")]
+pub struct CaConfigError {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+impl TryFrom<FileCaConfig> for CaConfig {
+    type Error = CaConfigError;
+
+    fn try_from(file: FileCaConfig) -> Result<Self, Self::Error> {
+        let err = |key, reason: String| CaConfigError { key, reason };
+        let cert_ttl = match &file.cert_ttl {
+            Some(text) => {
+                pki::timefmt::parse_duration(text).map_err(|e| err("cert_ttl", e.to_string()))?
+            }
+            None => pki::issue::DEFAULT_CERT_TTL,
+        };
+        if cert_ttl > pki::issue::MAX_TTL || cert_ttl.is_zero() {
+            return Err(err("cert_ttl", "must be between 1s and 50y".into()));
+        }
+        let autosign = match file.autosign {
+            FileAutosign::Switch(false) => Autosign::Off,
+            FileAutosign::Switch(true) => Autosign::On,
+            FileAutosign::Path(path) => Autosign::Path {
+                path,
+                timeout: DEFAULT_POLICY_TIMEOUT,
+            },
+            FileAutosign::Policy { policy, timeout } => {
+                let timeout = match timeout {
+                    Some(t) => pki::timefmt::parse_duration(&t)
+                        .map_err(|e| err("autosign.timeout", e.to_string()))?,
+                    None => DEFAULT_POLICY_TIMEOUT,
+                };
+                Autosign::Policy {
+                    path: policy,
+                    timeout,
+                }
+            }
+        };
+        for name in &file.admin_certnames {
+            pki::Certname::parse(name)
+                .map_err(|e| err("admin_certnames", format!("{name:?}: {e}")))?;
+        }
+        let defaults = CaSettings::default();
+        Ok(Self {
+            listen: file.listen,
+            cadir: file.cadir,
+            autosign,
+            settings: CaSettings {
+                policy: pki::CsrPolicy {
+                    allow_subject_alt_names: file.allow_subject_alt_names,
+                    allow_authorization_extensions: file.allow_authorization_extensions,
+                },
+                cert_ttl,
+                allow_duplicate_certs: file.allow_duplicate_certs,
+                max_pending_requests: file
+                    .max_pending_requests
+                    .unwrap_or(defaults.max_pending_requests),
+            },
+            access: AccessPolicy {
+                trusted_proxies: file.trusted_proxies,
+                admin_certnames: file.admin_certnames.into_iter().collect::<HashSet<_>>(),
+            },
+        })
+    }
+}
+
+/// Re-exported for callers that print the effective config.
+pub fn describe_autosign(autosign: &Autosign) -> String {
+    match autosign {
+        Autosign::Off => "off".into(),
+        Autosign::On => "on (every request)".into(),
+        Autosign::Path { path, .. } => {
+            format!("{} (executable: policy; otherwise globs)", path.display())
+        }
+        Autosign::Policy { path, timeout } => {
+            format!("policy {} (timeout {timeout:?})", path.display())
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The CA store on disk, in puppetserver's layout, so a directory made by `puppetserver ca
+//! setup` is served as it is and the real `puppetserver ca` tools can read ours.
+
+mod atomic;
+mod layout;
+mod lock;
+mod recover;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use pki::{inventory, Certname, IssuedCert, Serial};
+
+use self::{layout::Layout, lock::DirLock};
+use crate::store::{
+    CaStore, CrlUpdateFailure, CrlUpdateFn, Existing, IssueFailure, IssueFrom, SignFn, Stamped,
+    StoreError,
+};
+
+pub use recover::Recovery;
+
+/// Files of a new CA, written by [`FsStore::create`].
+#[derive(Debug, Clone)]
+pub struct NewCa {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub public_key_pem: String,
+    pub crl_pem: String,
+    /// The serial the next certificate gets.
+    pub next_serial: Serial,
+    /// The CA certificate's own inventory line.
+    pub inventory: String,
+}
+
+/// A CA directory in puppetserver's layout.
+#[derive(Debug, Clone)]
+pub struct FsStore {
+    layout: Layout,
+}
+
+impl FsStore {
+    /// Opens an existing CA directory and repairs what a crash may have left (under the lock).
+    pub fn open(dir: &Path) -> Result<(Self, Recovery), StoreError> {
+        let store = Self {
+            layout: Layout::new(dir),
+        };
+        store.check_complete()?;
+        let recovery = {
+            let _lock = store.lock()?;
+            recover::run(&store.layout)?
+        };
+        Ok((store, recovery))
+    }
+
+    /// Writes a new CA into `dir` (created if needed); refuses if any CA file is there already.
+    pub fn create(dir: &Path, ca: &NewCa) -> Result<Self, StoreError> {
+        fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
+        let store = Self {
+            layout: Layout::new(dir),
+        };
+        let _lock = store.lock()?;
+        if store.layout.required().iter().any(|p| p.exists()) {
+            return Err(StoreError::AlreadyExists(dir.to_path_buf()));
+        }
+        let l = &store.layout;
+        for sub in [l.signed_dir(), l.requests_dir()] {
+            fs::create_dir_all(&sub).map_err(StoreError::io("create directory", &sub))?;
+        }
+        atomic::write(&l.ca_key(), ca.key_pem.as_bytes(), 0o600)?;
+        atomic::write(&l.ca_pub(), ca.public_key_pem.as_bytes(), 0o644)?;
+        atomic::write(&l.ca_crl(), ca.crl_pem.as_bytes(), 0o644)?;
+        atomic::write(&l.serial(), ca.next_serial.to_file().as_bytes(), 0o644)?;
+        atomic::write(&l.inventory(), ca.inventory.as_bytes(), 0o644)?;
+        atomic::write(&l.infra_inventory(), b"", 0o644)?;
+        atomic::write(&l.infra_serials(), b"", 0o644)?;
+        // The certificate last: a directory with ca_crt.pem is a complete CA.
+        atomic::write(&l.ca_crt(), ca.cert_pem.as_bytes(), 0o644)?;
+        Ok(store.clone())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.layout.dir
+    }
+
+    fn lock(&self) -> Result<DirLock, StoreError> {
+        DirLock::acquire(&self.layout.lock())
+    }
+
+    fn check_complete(&self) -> Result<(), StoreError> {
+        let missing: Vec<String> = self
+            .layout
+            .required()
+            .iter()
+            .filter(|p| !p.exists())
+            .map(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::Incomplete {
+            dir: self.layout.dir.clone(),
+            missing: missing.join(", "),
+        })
+    }
+
+    fn stamped(path: &Path) -> Result<Stamped, StoreError> {
+        Self::stamped_optional(path)?.ok_or_else(|| StoreError::Io {
+            op: "read",
+            path: path.to_path_buf(),
+            source: std::io::ErrorKind::NotFound.into(),
+        })
+    }
+
+    fn stamped_optional(path: &Path) -> Result<Option<Stamped>, StoreError> {
+        let Some(bytes) = atomic::read_optional(path)? else {
+            return Ok(None);
+        };
+        let modified = fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(StoreError::io("stat", path))?;
+        Ok(Some(Stamped { bytes, modified }))
+    }
+
+    fn read_serial(&self) -> Result<Serial, StoreError> {
+        let path = self.layout.serial();
+        let text = fs::read_to_string(&path).map_err(StoreError::io("read", &path))?;
+        Serial::parse_file(&text).map_err(|e| StoreError::Corrupt {
+            path,
+            what: e.to_string(),
+        })
+    }
+
+    fn ensure_no_conflict(&self, name: &Certname, overwrite: bool) -> Result<(), StoreError> {
+        if overwrite {
+            return Ok(());
+        }
+        match self.existing(name)? {
+            Some(existing) => Err(StoreError::Conflict {
+                name: name.clone(),
+                existing,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn store_issued(
+        &self,
+        name: &Certname,
+        issued: &IssuedCert,
+        from: IssueFrom<'_>,
+    ) -> Result<(), StoreError> {
+        atomic::write(&self.layout.signed(name), issued.pem.as_bytes(), 0o644)?;
+        let line = inventory::line(issued.serial, &issued.validity, name.as_str());
+        atomic::append_line(&self.layout.inventory(), &line)?;
+        if let IssueFrom::Request(_) = from {
+            atomic::remove(&self.layout.request(name))?;
+        }
+        Ok(())
+    }
+}
+
+impl CaStore for FsStore {
+    fn ca_bundle(&self) -> Result<Stamped, StoreError> {
+        Self::stamped(&self.layout.ca_crt())
+    }
+
+    fn crl_chain(&self) -> Result<Stamped, StoreError> {
+        Self::stamped(&self.layout.ca_crl())
+    }
+
+    fn ca_key_pem(&self) -> Result<String, StoreError> {
+        let path = self.layout.ca_key();
+        fs::read_to_string(&path).map_err(StoreError::io("read", &path))
+    }
+
+    fn certificate(&self, name: &Certname) -> Result<Option<Stamped>, StoreError> {
+        Self::stamped_optional(&self.layout.signed(name))
+    }
+
+    fn request(&self, name: &Certname) -> Result<Option<Vec<u8>>, StoreError> {
+        atomic::read_optional(&self.layout.request(name))
+    }
+
+    fn existing(&self, name: &Certname) -> Result<Option<Existing>, StoreError> {
+        if self.layout.signed(name).exists() {
+            return Ok(Some(Existing::Certificate));
+        }
+        Ok(self
+            .layout
+            .request(name)
+            .exists()
+            .then_some(Existing::Request))
+    }
+
+    fn certificates(&self) -> Result<Vec<(Certname, Vec<u8>)>, StoreError> {
+        read_pem_dir(&self.layout.signed_dir())
+    }
+
+    fn requests(&self) -> Result<Vec<(Certname, Vec<u8>)>, StoreError> {
+        read_pem_dir(&self.layout.requests_dir())
+    }
+
+    fn pending_count(&self) -> Result<usize, StoreError> {
+        Ok(pem_names(&self.layout.requests_dir())?.len())
+    }
+
+    fn save_request(&self, name: &Certname, pem: &[u8], overwrite: bool) -> Result<(), StoreError> {
+        let _lock = self.lock()?;
+        self.ensure_no_conflict(name, overwrite)?;
+        atomic::write(&self.layout.request(name), pem, 0o644)
+    }
+
+    fn delete_request(&self, name: &Certname) -> Result<bool, StoreError> {
+        let _lock = self.lock()?;
+        atomic::remove(&self.layout.request(name))
+    }
+
+    fn delete_certificate(&self, name: &Certname) -> Result<bool, StoreError> {
+        let _lock = self.lock()?;
+        atomic::remove(&self.layout.signed(name))
+    }
+
+    fn issue(
+        &self,
+        name: &Certname,
+        from: IssueFrom<'_>,
+        overwrite: bool,
+        sign: &mut SignFn<'_>,
+    ) -> Result<IssuedCert, IssueFailure> {
+        let _lock = self.lock()?;
+        if let IssueFrom::Request(expected) = from {
+            if self.request(name)?.as_deref() != Some(expected) {
+                return Err(StoreError::RequestChanged(name.clone()).into());
+            }
+        }
+        if !overwrite && self.layout.signed(name).exists() {
+            return Err(StoreError::Conflict {
+                name: name.clone(),
+                existing: Existing::Certificate,
+            }
+            .into());
+        }
+        let serial = self.read_serial()?;
+        // Persist the next serial before signing: a crash from here on wastes `serial`, but can
+        // never hand it out twice.
+        atomic::write(
+            &self.layout.serial(),
+            serial.next().to_file().as_bytes(),
+            0o644,
+        )?;
+        let issued = sign(serial)?;
+        self.store_issued(name, &issued, from)?;
+        Ok(issued)
+    }
+
+    fn update_crl(&self, update: &mut CrlUpdateFn<'_>) -> Result<bool, CrlUpdateFailure> {
+        let _lock = self.lock()?;
+        let path = self.layout.ca_crl();
+        let text = fs::read_to_string(&path).map_err(StoreError::io("read", &path))?;
+        let blocks = pki::pemfile::raw_blocks(&text);
+        let Some(first) = blocks.first() else {
+            return Err(StoreError::Corrupt {
+                path,
+                what: "no CRL in the file".into(),
+            }
+            .into());
+        };
+        let der = pki::pemfile::single_block(first.as_bytes(), &["X509 CRL"]).map_err(|e| {
+            StoreError::Corrupt {
+                path: path.clone(),
+                what: e.to_string(),
+            }
+        })?;
+        let Some(new_der) = update(&der)? else {
+            return Ok(false);
+        };
+        let mut out = pki::pemfile::encode("X509 CRL", &new_der);
+        for rest in &blocks[1..] {
+            out.push_str(rest);
+        }
+        atomic::write(&path, out.as_bytes(), 0o644)?;
+        Ok(true)
+    }
+}
+
+/// Certnames of the `*.pem` files in `dir`; files whose names are not certnames are skipped.
+fn pem_names(dir: &Path) -> Result<Vec<Certname>, StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io("list", dir)(e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(StoreError::io("list", dir))?;
+        let file_name = entry.file_name();
+        let Some(stem) = file_name.to_str().and_then(|n| n.strip_suffix(".pem")) else {
+            continue;
+        };
+        match Certname::parse(stem) {
+            Ok(name) => names.push(name),
+            Err(e) => {
+                tracing::warn!(file = %entry.path().display(), error = %e, "ignoring a file whose name is not a certname")
+            }
+        }
+    }
+    Ok(names)
+}
+
+fn read_pem_dir(dir: &Path) -> Result<Vec<(Certname, Vec<u8>)>, StoreError> {
+    let mut out = Vec::new();
+    for name in pem_names(dir)? {
+        let path: PathBuf = dir.join(format!("{name}.pem"));
+        // A file removed between listing and reading is simply gone.
+        if let Some(bytes) = atomic::read_optional(&path)? {
+            out.push((name, bytes));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,426 @@
+//! The CA's operations over a [`CaStore`]: submit, sign, revoke, clean, report. Blocking; the
+//! HTTP API runs them on blocking threads, the offline CLI calls them directly.
+
+use std::{sync::Arc, time::Duration};
+
+use pki::{
+    crl::{self, CrlInfo},
+    describe::{self, Description},
+    policy, AltName, CaSigner, CertRequest, Certname, Csr, CsrPolicy, IssuedCert, KeyAlgorithm,
+    Validity,
+};
+use time::OffsetDateTime;
+
+use crate::{
+    error::CaError,
+    store::{CaStore, Existing, IssueFrom, StoreError},
+};
+
+/// Signing settings, from `[ca]`.
+#[derive(Debug, Clone)]
+pub struct CaSettings {
+    pub policy: CsrPolicy,
+    /// Lifetime of issued certificates (Puppet's `ca_ttl`).
+    pub cert_ttl: Duration,
+    /// Puppet's `allow_duplicate_certs`: a new CSR replaces an existing request or certificate.
+    pub allow_duplicate_certs: bool,
+    /// Refuse new CSRs while this many are pending.
+    pub max_pending_requests: usize,
+}
+
+impl Default for CaSettings {
+    fn default() -> Self {
+        Self {
+            policy: CsrPolicy::default(),
+            cert_ttl: pki::issue::DEFAULT_CERT_TTL,
+            allow_duplicate_certs: false,
+            max_pending_requests: 50_000,
+        }
+    }
+}
+
+/// A request saved by [`CaService::accept_request`], not yet signed.
+#[derive(Debug, Clone)]
+pub struct PendingRequest {
+    pub name: Certname,
+    pub csr: Csr,
+    /// The body as submitted (what an autosign policy executable reads on stdin).
+    pub submitted: Vec<u8>,
+}
+
+/// Where a certname stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Requested,
+    Signed,
+    Revoked,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Signed => "signed",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// One entry of `certificate_status(es)`.
+#[derive(Debug, Clone)]
+pub struct CertStatus {
+    pub name: Certname,
+    pub state: State,
+    pub description: Description,
+}
+
+/// What `clean` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanOutcome {
+    pub missing: Vec<Certname>,
+}
+
+/// The CA: a store, the signing key, and the settings.
+pub struct CaService {
+    store: Arc<dyn CaStore>,
+    signer: CaSigner,
+    settings: CaSettings,
+}
+
+impl CaService {
+    /// Loads the CA certificate (first of `ca_crt.pem`) and key from `store`.
+    pub fn open(store: Arc<dyn CaStore>, settings: CaSettings) -> Result<Self, CaError> {
+        let bundle = store.ca_bundle()?;
+        let certs = pki::pemfile::blocks(&bundle.bytes, "CERTIFICATE")
+            .map_err(|e| CaError::Setup(format!("ca_crt.pem: {e}")))?;
+        let key = pki::key::load_key_pem(&store.ca_key_pem()?)
+            .map_err(|e| CaError::Setup(format!("ca_key.pem: {e}")))?;
+        let first = certs
+            .into_iter()
+            .next()
+            .ok_or_else(|| CaError::Setup("ca_crt.pem holds no certificate".into()))?;
+        let signer = CaSigner::new(first, key).map_err(|e| CaError::Setup(e.to_string()))?;
+        Ok(Self {
+            store,
+            signer,
+            settings,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn CaStore> {
+        &self.store
+    }
+
+    pub fn signer(&self) -> &CaSigner {
+        &self.signer
+    }
+
+    pub fn settings(&self) -> &CaSettings {
+        &self.settings
+    }
+
+    /// Steps 1–4 of puppetserver's CSR pipeline: parse, duplicate check, subject check, save.
+    pub fn accept_request(&self, name: &str, body: &[u8]) -> Result<PendingRequest, CaError> {
+        let name = Certname::parse(name)?;
+        let csr = Csr::from_pem(body)?;
+        let overwrite = self.settings.allow_duplicate_certs;
+        if !overwrite {
+            if let Some(existing) = self.store.existing(&name)? {
+                return Err(self.duplicate(&name, existing));
+            }
+        }
+        policy::check_subject(&name, &csr).map_err(CaError::Rejected)?;
+        let pending = self.store.pending_count()?;
+        if pending >= self.settings.max_pending_requests {
+            return Err(CaError::TooManyPending(pending));
+        }
+        match self
+            .store
+            .save_request(&name, csr.to_pem().as_bytes(), overwrite)
+        {
+            Err(StoreError::Conflict { existing, .. }) => {
+                return Err(self.duplicate(&name, existing))
+            }
+            other => other?,
+        }
+        Ok(PendingRequest {
+            name,
+            csr,
+            submitted: body.to_vec(),
+        })
+    }
+
+    /// Step 6 for an autosigned request: policy failures answer 400 and leave it pending.
+    pub fn autosign(&self, pending: &PendingRequest) -> Result<IssuedCert, CaError> {
+        self.settings
+            .policy
+            .review(&pending.name, &pending.csr)
+            .map_err(CaError::Rejected)?;
+        let stored = pending.csr.to_pem();
+        self.issue_from_request(&pending.name, &pending.csr, stored.as_bytes(), None)
+    }
+
+    /// An operator's signing of a pending request (`certificate_status` PUT, `ca sign`).
+    pub fn sign(&self, name: &Certname, ttl: Option<Duration>) -> Result<IssuedCert, CaError> {
+        let Some(stored) = self.store.request(name)? else {
+            return Err(CaError::NoRequest(name.clone()));
+        };
+        let csr = Csr::from_pem(&stored)
+            .map_err(|e| CaError::Setup(format!("stored request for {name} is unreadable: {e}")))?;
+        self.settings
+            .policy
+            .review(name, &csr)
+            .map_err(CaError::SignRefused)?;
+        self.issue_from_request(name, &csr, &stored, ttl)
+    }
+
+    fn issue_from_request(
+        &self,
+        name: &Certname,
+        csr: &Csr,
+        stored: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<IssuedCert, CaError> {
+        let request = CertRequest::from_csr(name.clone(), csr);
+        let validity = Validity::puppet(
+            OffsetDateTime::now_utc(),
+            ttl.unwrap_or(self.settings.cert_ttl),
+        );
+        let mut sign = |serial| self.signer.issue(&request, serial, validity);
+        let issued = self.store.issue(
+            name,
+            IssueFrom::Request(stored),
+            self.settings.allow_duplicate_certs,
+            &mut sign,
+        )?;
+        tracing::info!(certname = %name, serial = %issued.serial, "signed certificate");
+        Ok(issued)
+    }
+
+    /// Issues a certificate for a key made here (`crossbar ca generate`); returns the key PEM.
+    pub fn generate(
+        &self,
+        name: &Certname,
+        alt_names: Vec<AltName>,
+        cli_auth: bool,
+        key: KeyAlgorithm,
+    ) -> Result<(String, IssuedCert), CaError> {
+        let key_pair = key.generate().map_err(|e| CaError::Setup(e.to_string()))?;
+        let public_key = pki::key::public_key_info(&key_pair)
+            .ok_or_else(|| CaError::Setup("generated key has an unreadable public key".into()))?;
+        let request = CertRequest {
+            name: name.clone(),
+            public_key,
+            alt_names,
+            extensions: Vec::new(),
+            cli_auth,
+        };
+        let validity = Validity::puppet(OffsetDateTime::now_utc(), self.settings.cert_ttl);
+        let mut sign = |serial| self.signer.issue(&request, serial, validity);
+        let issued = match self.store.issue(name, IssueFrom::Direct, false, &mut sign) {
+            Err(crate::store::IssueFailure::Store(StoreError::Conflict { existing, .. })) => {
+                return Err(self.duplicate(name, existing))
+            }
+            other => other?,
+        };
+        Ok((key_pair.serialize_pem(), issued))
+    }
+
+    /// Revokes the certificates of `names` in one CRL update. Every name must have one.
+    pub fn revoke(&self, names: &[Certname]) -> Result<(), CaError> {
+        let mut serials = Vec::with_capacity(names.len());
+        for name in names {
+            serials.push(
+                self.cert_serial(name)?
+                    .ok_or_else(|| CaError::NoCertificate(name.clone()))?,
+            );
+        }
+        self.revoke_serials(&serials)?;
+        for name in names {
+            tracing::info!(certname = %name, "revoked certificate");
+        }
+        Ok(())
+    }
+
+    fn revoke_serials(&self, serials: &[Vec<u8>]) -> Result<bool, CaError> {
+        if serials.is_empty() {
+            return Ok(false);
+        }
+        let signer = &self.signer;
+        let mut update = |current: &[u8]| {
+            let info = CrlInfo::from_der(current)?;
+            crl::revoke(signer, &info, serials, OffsetDateTime::now_utc())
+        };
+        Ok(self.store.update_crl(&mut update)?)
+    }
+
+    /// `certificate_status` DELETE: removes the certificate and the request, without revoking.
+    pub fn delete(&self, name: &Certname) -> Result<(), CaError> {
+        let had_cert = self.store.delete_certificate(name)?;
+        let had_request = self.store.delete_request(name)?;
+        if had_cert || had_request {
+            return Ok(());
+        }
+        Err(CaError::NotFound("Resource not found.".into()))
+    }
+
+    /// `clean`: revokes the existing certificates (one CRL update), then deletes their files.
+    /// Requests are kept, as puppetserver does.
+    pub fn clean(&self, names: &[Certname]) -> Result<CleanOutcome, CaError> {
+        let mut serials = Vec::new();
+        let mut present = Vec::new();
+        let mut missing = Vec::new();
+        for name in names {
+            match self.cert_serial(name)? {
+                Some(serial) => {
+                    serials.push(serial);
+                    present.push(name);
+                }
+                None => missing.push(name.clone()),
+            }
+        }
+        self.revoke_serials(&serials)?;
+        for name in present {
+            self.store.delete_certificate(name)?;
+            tracing::info!(certname = %name, "cleaned certificate");
+        }
+        Ok(CleanOutcome { missing })
+    }
+
+    fn cert_serial(&self, name: &Certname) -> Result<Option<Vec<u8>>, CaError> {
+        let Some(stored) = self.store.certificate(name)? else {
+            return Ok(None);
+        };
+        let description = describe_cert(name, &stored.bytes)?;
+        Ok(description.cert.map(|c| c.serial_bytes))
+    }
+
+    /// The CA's current CRL (the first of the chain).
+    pub fn crl(&self) -> Result<CrlInfo, CaError> {
+        let chain = self.store.crl_chain()?;
+        let first = pki::pemfile::blocks(&chain.bytes, "X509 CRL")
+            .map_err(|e| CaError::Setup(format!("ca_crl.pem: {e}")))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| CaError::Setup("ca_crl.pem holds no CRL".into()))?;
+        Ok(CrlInfo::from_der(&first)?)
+    }
+
+    /// Status of one name; the certificate wins over a request.
+    pub fn status(&self, name: &Certname) -> Result<Option<CertStatus>, CaError> {
+        if let Some(cert) = self.store.certificate(name)? {
+            let crl = self.crl()?;
+            return Ok(Some(self.cert_status(name.clone(), &cert.bytes, &crl)?));
+        }
+        let Some(request) = self.store.request(name)? else {
+            return Ok(None);
+        };
+        Ok(Some(request_status(name.clone(), &request)?))
+    }
+
+    /// All requests, then all certificates, optionally of one state.
+    pub fn statuses(&self, only: Option<State>) -> Result<Vec<CertStatus>, CaError> {
+        let mut out = Vec::new();
+        if matches!(only, None | Some(State::Requested)) {
+            for (name, pem) in self.store.requests()? {
+                match request_status(name.clone(), &pem) {
+                    Ok(status) => out.push(status),
+                    Err(e) => {
+                        tracing::warn!(certname = %name, error = %e, "skipping unreadable request")
+                    }
+                }
+            }
+        }
+        if only == Some(State::Requested) {
+            return Ok(out);
+        }
+        let crl = self.crl()?;
+        for (name, pem) in self.store.certificates()? {
+            match self.cert_status(name.clone(), &pem, &crl) {
+                Ok(status) if only.is_none_or(|s| s == status.state) => out.push(status),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(certname = %name, error = %e, "skipping unreadable certificate")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn cert_status(
+        &self,
+        name: Certname,
+        pem: &[u8],
+        crl: &CrlInfo,
+    ) -> Result<CertStatus, CaError> {
+        let description = describe_cert(&name, pem)?;
+        let revoked = description
+            .cert
+            .as_ref()
+            .is_some_and(|c| crl.is_revoked(&c.serial_bytes));
+        let state = if revoked {
+            State::Revoked
+        } else {
+            State::Signed
+        };
+        Ok(CertStatus {
+            name,
+            state,
+            description,
+        })
+    }
+
+    /// Re-signs the CRL with the same entries when it expires within `margin` (puppetserver
+    /// 8's daily job); returns whether it did.
+    pub fn refresh_crl_if_expiring(&self, margin: Duration) -> Result<bool, CaError> {
+        let signer = &self.signer;
+        let now = OffsetDateTime::now_utc();
+        let mut update = |current: &[u8]| {
+            let info = CrlInfo::from_der(current)?;
+            let expiring = info.next_update.is_none_or(|next| next < now + margin);
+            if !expiring {
+                return Ok(None);
+            }
+            crl::build(signer, &info.revoked, info.number.saturating_add(1), now).map(Some)
+        };
+        let changed = self.store.update_crl(&mut update)?;
+        if changed {
+            tracing::info!("re-signed a CRL that was close to its nextUpdate");
+        }
+        Ok(changed)
+    }
+
+    fn duplicate(&self, name: &Certname, existing: Existing) -> CaError {
+        let state = match existing {
+            Existing::Request => "requested",
+            Existing::Certificate => match self.status(name) {
+                Ok(Some(CertStatus {
+                    state: State::Revoked,
+                    ..
+                })) => "revoked",
+                _ => "signed",
+            },
+        };
+        CaError::Duplicate {
+            name: name.clone(),
+            state,
+        }
+    }
+}
+
+fn describe_cert(name: &Certname, pem: &[u8]) -> Result<Description, CaError> {
+    let der = pki::pemfile::single_block(pem, &["CERTIFICATE"])
+        .map_err(|e| CaError::Setup(format!("signed/{name}.pem: {e}")))?;
+    describe::certificate(&der)
+        .ok_or_else(|| CaError::Setup(format!("signed/{name}.pem is not a certificate")))
+}
+
+fn request_status(name: Certname, pem: &[u8]) -> Result<CertStatus, CaError> {
+    let csr =
+        Csr::from_pem(pem).map_err(|e| CaError::Setup(format!("requests/{name}.pem: {e}")))?;
+    Ok(CertStatus {
+        name,
+        state: State::Requested,
+        description: describe::request(&csr),
+    })
+}

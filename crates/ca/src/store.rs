@@ -1,0 +1,128 @@
+//! The storage contract of the CA: what must be kept, and which writes are atomic together.
+//!
+//! A store owns the CA's files or rows. Every write that must not interleave with another CA
+//! process (saving a CSR after the duplicate check, allocating a serial and storing the cert,
+//! rewriting the CRL) is one method here, done under the store's exclusive lock.
+
+use std::{path::PathBuf, time::SystemTime};
+
+use pki::{Certname, IssuedCert, Serial};
+use thiserror::Error;
+
+/// Bytes as stored, and when they last changed (what `If-Modified-Since` compares with).
+#[derive(Debug, Clone)]
+pub struct Stamped {
+    pub bytes: Vec<u8>,
+    pub modified: SystemTime,
+}
+
+/// What a name already holds, for puppetserver's duplicate check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    Request,
+    Certificate,
+}
+
+/// How a certificate is issued.
+#[derive(Debug, Clone, Copy)]
+pub enum IssueFrom<'a> {
+    /// From the pending request with exactly these bytes; it is removed once the cert is stored.
+    Request(&'a [u8]),
+    /// Without a request (`crossbar ca generate`).
+    Direct,
+}
+
+/// A storage failure. These are server faults (HTTP 500), never a client's.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is corrupt: {what}")]
+    Corrupt { path: PathBuf, what: String },
+    #[error("the CA directory {dir} is incomplete: {missing} missing (all of ca_crt.pem, ca_key.pem, ca_crl.pem, serial and inventory.txt must exist)")]
+    Incomplete { dir: PathBuf, missing: String },
+    #[error("the CA directory {0} already holds a CA; refusing to overwrite it")]
+    AlreadyExists(PathBuf),
+    #[error("{name} already has a {existing:?}")]
+    Conflict { name: Certname, existing: Existing },
+    #[error("the request for {0} changed or vanished before it was signed")]
+    RequestChanged(Certname),
+}
+
+impl StoreError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { op, path, source }
+    }
+}
+
+/// The CA's persistent state. Methods block; async callers run them on a blocking thread.
+pub trait CaStore: Send + Sync + 'static {
+    /// `ca_crt.pem`, byte for byte (agents hash the body for `ca_fingerprint`).
+    fn ca_bundle(&self) -> Result<Stamped, StoreError>;
+    /// `ca_crl.pem`: the CA's CRL first, then any parent CRLs.
+    fn crl_chain(&self) -> Result<Stamped, StoreError>;
+    /// The CA's private key, PEM.
+    fn ca_key_pem(&self) -> Result<String, StoreError>;
+
+    fn certificate(&self, name: &Certname) -> Result<Option<Stamped>, StoreError>;
+    fn request(&self, name: &Certname) -> Result<Option<Vec<u8>>, StoreError>;
+    fn existing(&self, name: &Certname) -> Result<Option<Existing>, StoreError>;
+    fn certificates(&self) -> Result<Vec<(Certname, Vec<u8>)>, StoreError>;
+    fn requests(&self) -> Result<Vec<(Certname, Vec<u8>)>, StoreError>;
+    fn pending_count(&self) -> Result<usize, StoreError>;
+
+    /// Saves a request. Unless `overwrite`, fails with `Conflict` when the name has a request
+    /// or a certificate — checked under the lock, so two CA processes cannot both save.
+    fn save_request(&self, name: &Certname, pem: &[u8], overwrite: bool) -> Result<(), StoreError>;
+    /// Removes a pending request; whether there was one.
+    fn delete_request(&self, name: &Certname) -> Result<bool, StoreError>;
+    /// Removes an issued certificate file (the inventory keeps its line); whether there was one.
+    fn delete_certificate(&self, name: &Certname) -> Result<bool, StoreError>;
+
+    /// Under the lock: allocates the next serial (persisted before `sign` runs, so a crash can
+    /// leave a gap but never a reused serial), calls `sign`, stores the certificate, appends the
+    /// inventory line and removes the request. Unless `overwrite`, fails with `Conflict` when
+    /// the name already has a certificate.
+    fn issue(
+        &self,
+        name: &Certname,
+        from: IssueFrom<'_>,
+        overwrite: bool,
+        sign: &mut SignFn<'_>,
+    ) -> Result<IssuedCert, IssueFailure>;
+
+    /// Under the lock: reads the CRL chain and, when `update` returns a new CA CRL (DER),
+    /// writes it in place of the first CRL of the chain. Returns whether it changed.
+    fn update_crl(&self, update: &mut CrlUpdateFn<'_>) -> Result<bool, CrlUpdateFailure>;
+}
+
+/// Signs a certificate for an allocated serial (the callback of [`CaStore::issue`]).
+pub type SignFn<'a> = dyn FnMut(Serial) -> Result<IssuedCert, pki::issue::IssueError> + 'a;
+/// Turns the current CA CRL (DER) into the next one, or `None` to leave it.
+pub type CrlUpdateFn<'a> = dyn FnMut(&[u8]) -> Result<Option<Vec<u8>>, pki::crl::CrlError> + 'a;
+
+/// Why `issue` failed: the store, or the signing callback.
+#[derive(Debug, Error)]
+pub enum IssueFailure {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("signing failed: {0}")]
+    Sign(#[from] pki::issue::IssueError),
+}
+
+/// Why `update_crl` failed: the store, or building the CRL.
+#[derive(Debug, Error)]
+pub enum CrlUpdateFailure {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("CRL update failed: {0}")]
+    Crl(#[from] pki::crl::CrlError),
+}
