@@ -49,6 +49,7 @@ impl FsStore {
         store.check_complete()?;
         let recovery = {
             let _lock = store.lock()?;
+            store.ensure_subdirs()?;
             recover::run(&store.layout)?
         };
         Ok((store, recovery))
@@ -64,10 +65,8 @@ impl FsStore {
         if store.layout.required().iter().any(|p| p.exists()) {
             return Err(StoreError::AlreadyExists(dir.to_path_buf()));
         }
+        store.ensure_subdirs()?;
         let l = &store.layout;
-        for sub in [l.signed_dir(), l.requests_dir()] {
-            fs::create_dir_all(&sub).map_err(StoreError::io("create directory", &sub))?;
-        }
         atomic::write(&l.ca_key(), ca.key_pem.as_bytes(), 0o600)?;
         atomic::write(&l.ca_pub(), ca.public_key_pem.as_bytes(), 0o644)?;
         atomic::write(&l.ca_crl(), ca.crl_pem.as_bytes(), 0o644)?;
@@ -86,6 +85,14 @@ impl FsStore {
 
     fn lock(&self) -> Result<DirLock, StoreError> {
         DirLock::acquire(&self.layout.lock())
+    }
+
+    /// `puppetserver ca setup` makes no `requests/`; create what is missing.
+    fn ensure_subdirs(&self) -> Result<(), StoreError> {
+        for sub in [self.layout.signed_dir(), self.layout.requests_dir()] {
+            fs::create_dir_all(&sub).map_err(StoreError::io("create directory", &sub))?;
+        }
+        Ok(())
     }
 
     fn check_complete(&self) -> Result<(), StoreError> {

@@ -74,6 +74,36 @@ pub struct CertStatus {
     pub description: Description,
 }
 
+impl CertStatus {
+    /// puppetserver's status object (reference section 2.5).
+    pub fn to_json(&self) -> serde_json::Value {
+        let d = &self.description;
+        let mut object = serde_json::json!({
+            "name": self.name.as_str(),
+            "state": self.state.as_str(),
+            "fingerprint": d.fingerprints.sha256,
+            "fingerprints": {
+                "SHA1": d.fingerprints.sha1,
+                "SHA256": d.fingerprints.sha256,
+                "SHA512": d.fingerprints.sha512,
+                "default": d.fingerprints.sha256,
+            },
+            "dns_alt_names": d.dns_alt_names,
+            "subject_alt_names": d.subject_alt_names,
+            "authorization_extensions": d.authorization_extensions,
+        });
+        if let (Some(cert), Some(map)) = (&d.cert, object.as_object_mut()) {
+            let serial = cert
+                .serial
+                .map_or(serde_json::Value::Null, |s| serde_json::json!(s.value()));
+            map.insert("serial_number".into(), serial);
+            map.insert("not_before".into(), serde_json::json!(cert.not_before));
+            map.insert("not_after".into(), serde_json::json!(cert.not_after));
+        }
+        object
+    }
+}
+
 /// What `clean` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CleanOutcome {

@@ -11,7 +11,7 @@ use axum::{
 use http::{header, HeaderMap, Method, StatusCode, Uri};
 use pki::Certname;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{blocking, require_admin, ApiError, Peer, State};
 use crate::{
@@ -34,7 +34,7 @@ pub(super) async fn get_status(
     let content_type = negotiate(&headers)?;
     let name = Certname::parse(&subject).map_err(CaError::from)?;
     match blocking(&state, move |ca| ca.status(&name)).await? {
-        Some(status) => Ok(json_response(content_type, status_json(&status))),
+        Some(status) => Ok(json_response(content_type, status.to_json())),
         None => Err(ApiError::NotFound("Resource not found.".into())),
     }
 }
@@ -106,7 +106,7 @@ pub(super) async fn get_statuses(
     let statuses = blocking(&state, move |ca| ca.statuses(only)).await?;
     Ok(json_response(
         content_type,
-        Value::Array(statuses.iter().map(status_json).collect()),
+        Value::Array(statuses.iter().map(CertStatus::to_json).collect()),
     ))
 }
 
@@ -269,30 +269,4 @@ fn json_response(content_type: &'static str, value: Value) -> Response {
         http::HeaderValue::from_static(content_type),
     );
     response
-}
-
-/// puppetserver's status object (reference section 2.5).
-fn status_json(status: &CertStatus) -> Value {
-    let d = &status.description;
-    let mut object = json!({
-        "name": status.name.as_str(),
-        "state": status.state.as_str(),
-        "fingerprint": d.fingerprints.sha256,
-        "fingerprints": {
-            "SHA1": d.fingerprints.sha1,
-            "SHA256": d.fingerprints.sha256,
-            "SHA512": d.fingerprints.sha512,
-            "default": d.fingerprints.sha256,
-        },
-        "dns_alt_names": d.dns_alt_names,
-        "subject_alt_names": d.subject_alt_names,
-        "authorization_extensions": d.authorization_extensions,
-    });
-    if let (Some(cert), Some(map)) = (&d.cert, object.as_object_mut()) {
-        let serial = cert.serial.map_or(Value::Null, |s| json!(s.value()));
-        map.insert("serial_number".into(), serial);
-        map.insert("not_before".into(), json!(cert.not_before));
-        map.insert("not_after".into(), json!(cert.not_after));
-    }
-    object
 }

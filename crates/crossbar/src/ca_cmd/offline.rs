@@ -1,0 +1,127 @@
+//! The CA commands working on a CA directory directly (the CA may be serving it meanwhile:
+//! every write takes the directory's lock).
+
+use std::{path::Path, sync::Arc};
+
+use anyhow::Context;
+use pki::{AltName, Certname};
+
+use super::{output, EXIT_NOTHING_TO_SIGN};
+use ca::service::State;
+
+pub(super) fn list(ca: &ca::CaService, all: bool, json: bool) -> anyhow::Result<u8> {
+    let only = if all { None } else { Some(State::Requested) };
+    let statuses = ca.statuses(only)?;
+    output::print_statuses(
+        &statuses
+            .iter()
+            .map(ca::service::CertStatus::to_json)
+            .collect::<Vec<_>>(),
+        json,
+    );
+    Ok(0)
+}
+
+pub(super) fn sign(ca: &ca::CaService, names: &[Certname], all: bool) -> anyhow::Result<u8> {
+    let names: Vec<Certname> = if all {
+        ca.statuses(Some(State::Requested))?
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    } else {
+        names.to_vec()
+    };
+    if names.is_empty() {
+        println!("No waiting certificate requests to sign");
+        return Ok(EXIT_NOTHING_TO_SIGN);
+    }
+    let mut failed = 0;
+    for name in &names {
+        match ca.sign(name, None) {
+            Ok(issued) => println!(
+                "Successfully signed certificate request for {name} (serial {})",
+                issued.serial
+            ),
+            Err(e) => {
+                eprintln!("Could not sign {name}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(u8::from(failed > 0))
+}
+
+pub(super) fn revoke(ca: &ca::CaService, names: &[Certname]) -> anyhow::Result<u8> {
+    ca.revoke(names)?;
+    for name in names {
+        println!("Certificate for {name} has been revoked");
+    }
+    Ok(0)
+}
+
+pub(super) fn clean(ca: &ca::CaService, names: &[Certname]) -> anyhow::Result<u8> {
+    let outcome = ca.clean(names)?;
+    for name in names.iter().filter(|n| !outcome.missing.contains(n)) {
+        println!("Certificate for {name} has been revoked and deleted");
+    }
+    for name in &outcome.missing {
+        eprintln!("Could not find a certificate for {name}");
+    }
+    Ok(u8::from(!outcome.missing.is_empty()))
+}
+
+/// Issues `<certname>.pem` and `<certname>.key` into `out`, with a copy of the CA bundle.
+pub(super) fn generate(
+    cadir: &Path,
+    certname: &str,
+    alt_names: &[String],
+    out: &Path,
+    ca_admin: bool,
+    key: &str,
+) -> anyhow::Result<u8> {
+    let name = Certname::parse(certname).with_context(|| format!("--certname {certname:?}"))?;
+    let key = key.parse().with_context(|| format!("--key {key:?}"))?;
+    let alt_names = alt_names
+        .iter()
+        .filter(|n| !n.is_empty())
+        .map(|n| parse_alt_name(n))
+        .collect();
+    let (store, _) = ca::fs::FsStore::open(cadir)
+        .with_context(|| format!("cannot open the CA directory {}", cadir.display()))?;
+    let ca = ca::CaService::open(Arc::new(store), ca::CaSettings::default())?;
+    let (key_pem, issued) = ca.generate(&name, alt_names, ca_admin, key)?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("--out {}: cannot create", out.display()))?;
+    let bundle = ca.store().ca_bundle()?.bytes;
+    let cert_path = out.join(format!("{name}.pem"));
+    write(&cert_path, issued.pem.as_bytes(), 0o644)?;
+    write(&out.join(format!("{name}.key")), key_pem.as_bytes(), 0o600)?;
+    write(&out.join("ca_crt.pem"), &bundle, 0o644)?;
+    println!(
+        "Generated a certificate for {name} (serial {}) in {}",
+        issued.serial,
+        cert_path.display()
+    );
+    Ok(0)
+}
+
+fn parse_alt_name(text: &str) -> AltName {
+    let bare = text.strip_prefix("DNS:").unwrap_or(text);
+    match text.strip_prefix("IP:").unwrap_or(bare).parse() {
+        Ok(ip) => AltName::Ip(ip),
+        Err(_) => AltName::Dns(bare.to_owned()),
+    }
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
+}

@@ -1,0 +1,180 @@
+//! Which pool serves a request: a pure function of its path and query.
+
+use regex::Regex;
+
+/// How a route recognises its requests.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// The path starts with this.
+    Prefix(String),
+    /// The path matches this expression.
+    Regex(Regex),
+    /// The `environment` query parameter equals this (a canary pool of compilers).
+    Environment(String),
+}
+
+/// One routing rule.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub matcher: Matcher,
+    pub pool: String,
+}
+
+/// Routes in order; the first match wins, else the fallback pool.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    fallback: String,
+}
+
+/// The pool for CA traffic and the pool for everything else when no routes are configured.
+pub const CA_POOL: &str = "ca";
+pub const COMPILER_POOL: &str = "compilers";
+
+impl RouteTable {
+    /// The seed's routing: `/puppet-ca/` and the Puppet 3 `/<env>/certificate…` forms to the CA
+    /// pool, everything else to the compilers; configured routes are tried first.
+    pub fn with_defaults(configured: Vec<Route>) -> Self {
+        let mut routes = configured;
+        routes.push(Route {
+            matcher: Matcher::Prefix("/puppet-ca/".into()),
+            pool: CA_POOL.into(),
+        });
+        // Built from a literal: cannot fail.
+        if let Ok(legacy) = Regex::new("^/[^/]+/certificate") {
+            routes.push(Route {
+                matcher: Matcher::Regex(legacy),
+                pool: CA_POOL.into(),
+            });
+        }
+        Self {
+            routes,
+            fallback: COMPILER_POOL.into(),
+        }
+    }
+
+    /// The pool for a request to `path` with `query`.
+    pub fn pool_for(&self, path: &str, query: Option<&str>) -> &str {
+        self.routes
+            .iter()
+            .find(|route| route.matcher.matches(path, query))
+            .map_or(self.fallback.as_str(), |route| route.pool.as_str())
+    }
+
+    /// Every pool a route can send to (for configuration checks).
+    pub fn pools(&self) -> impl Iterator<Item = &str> {
+        self.routes
+            .iter()
+            .map(|r| r.pool.as_str())
+            .chain(std::iter::once(self.fallback.as_str()))
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn fallback(&self) -> &str {
+        &self.fallback
+    }
+}
+
+impl Matcher {
+    fn matches(&self, path: &str, query: Option<&str>) -> bool {
+        match self {
+            Self::Prefix(prefix) => path.starts_with(prefix.as_str()),
+            Self::Regex(re) => re.is_match(path),
+            Self::Environment(env) => {
+                query.is_some_and(|q| environment_of(q) == Some(env.as_str()))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Matcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Prefix(p) => write!(f, "prefix {p}"),
+            Self::Regex(r) => write!(f, "regex {}", r.as_str()),
+            Self::Environment(e) => write!(f, "environment={e}"),
+        }
+    }
+}
+
+/// The `environment` query parameter. Environment names are `[a-z0-9_]`, so no decoding is
+/// needed to compare them.
+fn environment_of(query: &str) -> Option<&str> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("environment="))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_routes_follow_the_seed() {
+        let table = RouteTable::with_defaults(vec![]);
+        let cases = [
+            ("/puppet-ca/v1/certificate/ca", None, "ca"),
+            ("/puppet-ca/v1/certificate_request/agent1", None, "ca"),
+            ("/production/certificate/ca", None, "ca"),
+            ("/production/certificate_revocation_list/ca", None, "ca"),
+            ("/production/certificate_status/x", None, "ca"),
+            (
+                "/puppet/v3/catalog/agent1",
+                Some("environment=production"),
+                "compilers",
+            ),
+            ("/puppet/v3/node/agent1", None, "compilers"),
+            ("/status/v1/simple", None, "compilers"),
+            ("/", None, "compilers"),
+            ("/puppet-cax/v1/certificate", None, "compilers"),
+            ("/production/catalog/agent1", None, "compilers"),
+        ];
+        for (path, query, pool) in cases {
+            assert_eq!(table.pool_for(path, query), pool, "{path}");
+        }
+    }
+
+    #[test]
+    fn configured_routes_come_first() {
+        let table = RouteTable::with_defaults(vec![
+            Route {
+                matcher: Matcher::Environment("canary".into()),
+                pool: "canary".into(),
+            },
+            Route {
+                matcher: Matcher::Prefix("/puppet/v3/file_".into()),
+                pool: "files".into(),
+            },
+        ]);
+        let cases = [
+            ("/puppet/v3/catalog/a", Some("environment=canary"), "canary"),
+            (
+                "/puppet/v3/catalog/a",
+                Some("x=1&environment=canary&y=2"),
+                "canary",
+            ),
+            (
+                "/puppet/v3/catalog/a",
+                Some("environment=canary2"),
+                "compilers",
+            ),
+            (
+                "/puppet/v3/catalog/a",
+                Some("configured_environment=canary"),
+                "compilers",
+            ),
+            (
+                "/puppet/v3/file_metadatas/plugins",
+                Some("environment=production"),
+                "files",
+            ),
+            ("/puppet-ca/v1/certificate/ca", None, "ca"),
+        ];
+        for (path, query, pool) in cases {
+            assert_eq!(table.pool_for(path, query), pool, "{path}?{query:?}");
+        }
+    }
+}

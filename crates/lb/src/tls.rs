@@ -1,0 +1,165 @@
+//! The TLS front's configuration: server certificate, client-certificate verification against
+//! the whole CA bundle and its CRLs, built into one immutable snapshot.
+
+pub mod watch;
+
+use std::{path::PathBuf, sync::Arc, time::SystemTime};
+
+use rustls::{
+    pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer},
+    server::WebPkiClientVerifier,
+    RootCertStore, ServerConfig,
+};
+use thiserror::Error;
+
+/// Where the TLS material comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    /// A CRL file (PEM, possibly a chain), or none: then the CRLs come from elsewhere.
+    pub crl: Option<PathBuf>,
+}
+
+/// The bytes a snapshot is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsMaterial {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Vec<u8>,
+    pub crl_pem: Vec<u8>,
+}
+
+/// One immutable TLS configuration, with what the rest of the LB wants to know about it.
+#[derive(Debug)]
+pub struct TlsSnapshot {
+    pub config: Arc<ServerConfig>,
+    pub material: TlsMaterial,
+    /// The CA's CRL (the first of the chain): number and when it expires.
+    pub crl: Option<pki::crl::CrlInfo>,
+    pub built_at: SystemTime,
+}
+
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("{what} {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what}: {reason}")]
+    Invalid { what: &'static str, reason: String },
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client verifier rejected the CA bundle or CRL: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+impl TlsFiles {
+    /// Reads every file; `crl_override` replaces the CRL file's content (a pulled CRL).
+    pub fn read(&self, crl_override: Option<&[u8]>) -> Result<TlsMaterial, TlsError> {
+        let read = |what, path: &PathBuf| {
+            std::fs::read(path).map_err(|source| TlsError::Read {
+                what,
+                path: path.clone(),
+                source,
+            })
+        };
+        let crl_pem = match (crl_override, &self.crl) {
+            (Some(bytes), _) => bytes.to_vec(),
+            (None, Some(path)) => read("CRL", path)?,
+            (None, None) => Vec::new(),
+        };
+        Ok(TlsMaterial {
+            cert_pem: read("certificate", &self.cert)?,
+            key_pem: read("key", &self.key)?,
+            client_ca_pem: read("client CA bundle", &self.client_ca)?,
+            crl_pem,
+        })
+    }
+}
+
+impl TlsSnapshot {
+    /// Validates the material whole and builds the rustls configuration: TLS 1.2 and 1.3,
+    /// aws-lc-rs, a client certificate requested but optional (agents bootstrap without one),
+    /// and when present verified against every CA in the bundle and every CRL.
+    pub fn build(material: TlsMaterial) -> Result<Self, TlsError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let certs = certificates(&material.cert_pem, "certificate")?;
+        let key = private_key(&material.key_pem)?;
+        let roots = roots(&material.client_ca_pem)?;
+        let crls = crls(&material.crl_pem)?;
+        let crl = crls
+            .first()
+            .map(|der| pki::crl::CrlInfo::from_der(der))
+            .transpose()
+            .map_err(|e| TlsError::Invalid {
+                what: "CRL",
+                reason: e.to_string(),
+            })?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .with_crls(crls)
+                .allow_unauthenticated()
+                .build()?;
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(64 * 1024);
+        config.send_tls13_tickets = 2;
+        Ok(Self {
+            config: Arc::new(config),
+            material,
+            crl,
+            built_at: SystemTime::now(),
+        })
+    }
+}
+
+fn certificates(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let blocks = pki::pemfile::blocks(pem, "CERTIFICATE").map_err(|e| TlsError::Invalid {
+        what,
+        reason: e.to_string(),
+    })?;
+    Ok(blocks.into_iter().map(CertificateDer::from).collect())
+}
+
+fn private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let invalid = |reason: String| TlsError::Invalid {
+        what: "key",
+        reason,
+    };
+    let der =
+        pki::pemfile::single_block(pem, &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"])
+            .map_err(|e| invalid(e.to_string()))?;
+    PrivateKeyDer::try_from(der).map_err(|e| invalid(e.to_string()))
+}
+
+fn roots(pem: &[u8]) -> Result<RootCertStore, TlsError> {
+    let mut store = RootCertStore::empty();
+    for cert in certificates(pem, "client CA bundle")? {
+        store.add(cert).map_err(|e| TlsError::Invalid {
+            what: "client CA bundle",
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(store)
+}
+
+fn crls(pem: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    if pem.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let blocks = pki::pemfile::blocks(pem, "X509 CRL").map_err(|e| TlsError::Invalid {
+        what: "CRL",
+        reason: e.to_string(),
+    })?;
+    Ok(blocks
+        .into_iter()
+        .map(CertificateRevocationListDer::from)
+        .collect())
+}
