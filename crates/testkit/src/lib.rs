@@ -1,1 +1,19 @@
-//! placeholder
+//! Test-only helpers for crossbar's end-to-end tests.
+//!
+//! What it does: runs child processes that are killed when the test ends ([`process`]), waits
+//! for conditions with deadlines instead of sleeping ([`wait`]), makes throwaway CA
+//! directories and certificates ([`fixture`]), drives the real Debian Puppet agent with private
+//! state ([`puppet`]), and speaks raw HTTP/1.1 over TLS with or without a client certificate
+//! ([`tls`]).
+//!
+//! What it does not do: run in production code; nothing here is a test double for a Puppet
+//! component.
+
+// Test helpers may panic with a clear message: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+pub mod fixture;
+pub mod process;
+pub mod puppet;
+pub mod tls;
+pub mod wait;
