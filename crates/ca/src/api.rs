@@ -43,10 +43,7 @@ pub fn router(state: State) -> Router {
     Router::new()
         .merge(v1_routes("/puppet-ca/v1"))
         .merge(v1_routes("/{environment}"))
-        .route(
-            "/puppet-ca/v1/certificate_statuses/",
-            get(status::missing_segment),
-        )
+        .route("/puppet-ca/v1/certificate_statuses/", get(status::missing_segment))
         .route("/puppet-ca/v1/expirations", get(certs::expirations))
         .route("/puppet-ca/v1/clean", put(status::clean))
         .merge(health::routes())
@@ -59,37 +56,22 @@ pub fn router(state: State) -> Router {
 
 fn v1_routes(prefix: &str) -> Router<State> {
     Router::new()
-        .route(
-            &format!("{prefix}/certificate/{{subject}}"),
-            get(certs::get_certificate),
-        )
+        .route(&format!("{prefix}/certificate/{{subject}}"), get(certs::get_certificate))
         .route(
             &format!("{prefix}/certificate_request/{{subject}}"),
-            get(certs::get_request)
-                .put(certs::put_request)
-                .delete(certs::delete_request),
+            get(certs::get_request).put(certs::put_request).delete(certs::delete_request),
         )
         .route(
             &format!("{prefix}/certificate_status/{{subject}}"),
-            get(status::get_status)
-                .put(status::put_status)
-                .delete(status::delete_status),
+            get(status::get_status).put(status::put_status).delete(status::delete_status),
         )
-        .route(
-            &format!("{prefix}/certificate_statuses/{{any}}"),
-            get(status::get_statuses),
-        )
-        .route(
-            &format!("{prefix}/certificate_revocation_list/{{any}}"),
-            get(certs::get_crl),
-        )
+        .route(&format!("{prefix}/certificate_statuses/{{any}}"), get(status::get_statuses))
+        .route(&format!("{prefix}/certificate_revocation_list/{{any}}"), get(certs::get_crl))
 }
 
 async fn puppet_version_header(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
-    response
-        .headers_mut()
-        .insert("x-puppet-version", HeaderValue::from_static(PUPPET_VERSION));
+    response.headers_mut().insert("x-puppet-version", HeaderValue::from_static(PUPPET_VERSION));
     response
 }
 
@@ -118,40 +100,27 @@ fn require_admin(
         return Ok(caller);
     }
     tracing::warn!(?caller, %path, %method, "forbidden: CA admin endpoints need pp_cli_auth or an admin_certnames entry");
-    Err(ApiError::Forbidden {
-        path: path.to_owned(),
-        method: method.clone(),
-    })
+    Err(ApiError::Forbidden { path: path.to_owned(), method: method.clone() })
 }
 
 /// 304 when `If-Modified-Since` parses and the file did not change strictly after it.
 fn not_modified(headers: &HeaderMap, modified: SystemTime) -> bool {
-    let Some(since) = headers
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(since) = headers.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let Ok(since) = httpdate::parse_http_date(since) else {
         return false;
     };
-    let modified_secs = modified
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let since_secs = since
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let modified_secs =
+        modified.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let since_secs = since.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     modified_secs <= since_secs
 }
 
 fn text(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {
     let mut response = Response::new(body.into());
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
 }
 

@@ -137,77 +137,17 @@ mod tests {
         let cases: Vec<(Autosign, &Certname, bool)> = vec![
             (Autosign::Off, &name, false),
             (Autosign::On, &name, true),
-            (
-                Autosign::Path {
-                    path: globs.clone(),
-                    timeout: quick,
-                },
-                &name,
-                true,
-            ),
-            (
-                Autosign::Path {
-                    path: globs.clone(),
-                    timeout: quick,
-                },
-                &other,
-                false,
-            ),
-            (
-                Autosign::Path {
-                    path: dir.path().join("missing"),
-                    timeout: quick,
-                },
-                &name,
-                false,
-            ),
-            (
-                Autosign::Path {
-                    path: check_stdin.clone(),
-                    timeout: quick,
-                },
-                &name,
-                true,
-            ),
-            (
-                Autosign::Policy {
-                    path: check_stdin,
-                    timeout: quick,
-                },
-                &other,
-                false,
-            ),
-            (
-                Autosign::Policy {
-                    path: refuse,
-                    timeout: quick,
-                },
-                &name,
-                false,
-            ),
-            (
-                Autosign::Policy {
-                    path: dir.path().join("missing"),
-                    timeout: quick,
-                },
-                &name,
-                false,
-            ),
-            (
-                Autosign::Policy {
-                    path: hang,
-                    timeout: Duration::from_millis(300),
-                },
-                &name,
-                false,
-            ),
+            (Autosign::Path { path: globs.clone(), timeout: quick }, &name, true),
+            (Autosign::Path { path: globs.clone(), timeout: quick }, &other, false),
+            (Autosign::Path { path: dir.path().join("missing"), timeout: quick }, &name, false),
+            (Autosign::Path { path: check_stdin.clone(), timeout: quick }, &name, true),
+            (Autosign::Policy { path: check_stdin, timeout: quick }, &other, false),
+            (Autosign::Policy { path: refuse, timeout: quick }, &name, false),
+            (Autosign::Policy { path: dir.path().join("missing"), timeout: quick }, &name, false),
+            (Autosign::Policy { path: hang, timeout: Duration::from_millis(300) }, &name, false),
         ];
         for (setting, certname, expected) in cases {
-            assert_eq!(
-                setting.decide(certname, csr).await,
-                expected,
-                "{setting:?} for {certname}"
-            );
+            assert_eq!(setting.decide(certname, csr).await, expected, "{setting:?} for {certname}");
         }
     }
 }

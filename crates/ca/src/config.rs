@@ -42,10 +42,7 @@ pub struct FileCaConfig {
 pub enum FileAutosign {
     Switch(bool),
     Path(PathBuf),
-    Policy {
-        policy: PathBuf,
-        timeout: Option<String>,
-    },
+    Policy { policy: PathBuf, timeout: Option<String> },
 }
 
 impl Default for FileAutosign {
@@ -96,20 +93,14 @@ impl TryFrom<FileCaConfig> for CaConfig {
         let autosign = match file.autosign {
             FileAutosign::Switch(false) => Autosign::Off,
             FileAutosign::Switch(true) => Autosign::On,
-            FileAutosign::Path(path) => Autosign::Path {
-                path,
-                timeout: DEFAULT_POLICY_TIMEOUT,
-            },
+            FileAutosign::Path(path) => Autosign::Path { path, timeout: DEFAULT_POLICY_TIMEOUT },
             FileAutosign::Policy { policy, timeout } => {
                 let timeout = match timeout {
                     Some(t) => pki::timefmt::parse_duration(&t)
                         .map_err(|e| err("autosign.timeout", e.to_string()))?,
                     None => DEFAULT_POLICY_TIMEOUT,
                 };
-                Autosign::Policy {
-                    path: policy,
-                    timeout,
-                }
+                Autosign::Policy { path: policy, timeout }
             }
         };
         for name in &file.admin_certnames {

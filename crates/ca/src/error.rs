@@ -4,7 +4,7 @@
 use pki::{Certname, CertnameError, CsrError, PolicyViolation};
 use thiserror::Error;
 
-use crate::store::{CrlUpdateFailure, IssueFailure, StoreError};
+use crate::store::{CrlUpdateFailure, StoreError};
 
 #[derive(Debug, Error)]
 pub enum CaError {
@@ -38,15 +38,6 @@ pub enum CaError {
     Crl(#[from] pki::crl::CrlError),
     #[error("the CA's own files are unusable: {0}")]
     Setup(String),
-}
-
-impl From<IssueFailure> for CaError {
-    fn from(e: IssueFailure) -> Self {
-        match e {
-            IssueFailure::Store(s) => Self::Store(s),
-            IssueFailure::Sign(s) => Self::Issue(s),
-        }
-    }
 }
 
 impl From<CrlUpdateFailure> for CaError {

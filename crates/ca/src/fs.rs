@@ -8,15 +8,16 @@ mod recover;
 
 use std::{
     fs,
+    ops::Range,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
 
 use pki::{inventory, Certname, IssuedCert, Serial};
 
 use self::{layout::Layout, lock::DirLock};
 use crate::store::{
-    CaStore, CrlUpdateFailure, CrlUpdateFn, Existing, IssueFailure, IssueFrom, SignFn, Stamped,
-    StoreError,
+    CaStore, CrlUpdateFailure, CrlUpdateFn, Existing, IssueFrom, Stamped, StoreError,
 };
 
 pub use recover::Recovery;
@@ -34,18 +35,21 @@ pub struct NewCa {
     pub inventory: String,
 }
 
+/// How many serials one trip to the `serial` file reserves.
+const SERIAL_BLOCK: u64 = 32;
+
 /// A CA directory in puppetserver's layout.
 #[derive(Debug, Clone)]
 pub struct FsStore {
     layout: Layout,
+    /// Serials reserved by this store and not yet used.
+    serials: Arc<Mutex<Range<u64>>>,
 }
 
 impl FsStore {
     /// Opens an existing CA directory and repairs what a crash may have left (under the lock).
     pub fn open(dir: &Path) -> Result<(Self, Recovery), StoreError> {
-        let store = Self {
-            layout: Layout::new(dir),
-        };
+        let store = Self::at(dir);
         store.check_complete()?;
         let recovery = {
             let _lock = store.lock()?;
@@ -58,9 +62,7 @@ impl FsStore {
     /// Writes a new CA into `dir` (created if needed); refuses if any CA file is there already.
     pub fn create(dir: &Path, ca: &NewCa) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
-        let store = Self {
-            layout: Layout::new(dir),
-        };
+        let store = Self::at(dir);
         let _lock = store.lock()?;
         if store.layout.required().iter().any(|p| p.exists()) {
             return Err(StoreError::AlreadyExists(dir.to_path_buf()));
@@ -77,6 +79,10 @@ impl FsStore {
         // The certificate last: a directory with ca_crt.pem is a complete CA.
         atomic::write(&l.ca_crt(), ca.cert_pem.as_bytes(), 0o644)?;
         Ok(store.clone())
+    }
+
+    fn at(dir: &Path) -> Self {
+        Self { layout: Layout::new(dir), serials: Arc::new(Mutex::new(0..0)) }
     }
 
     pub fn dir(&self) -> &Path {
@@ -101,19 +107,12 @@ impl FsStore {
             .required()
             .iter()
             .filter(|p| !p.exists())
-            .map(|p| {
-                p.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            })
+            .map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
             .collect();
         if missing.is_empty() {
             return Ok(());
         }
-        Err(StoreError::Incomplete {
-            dir: self.layout.dir.clone(),
-            missing: missing.join(", "),
-        })
+        Err(StoreError::Incomplete { dir: self.layout.dir.clone(), missing: missing.join(", ") })
     }
 
     fn stamped(path: &Path) -> Result<Stamped, StoreError> {
@@ -128,19 +127,15 @@ impl FsStore {
         let Some(bytes) = atomic::read_optional(path)? else {
             return Ok(None);
         };
-        let modified = fs::metadata(path)
-            .and_then(|m| m.modified())
-            .map_err(StoreError::io("stat", path))?;
+        let modified =
+            fs::metadata(path).and_then(|m| m.modified()).map_err(StoreError::io("stat", path))?;
         Ok(Some(Stamped { bytes, modified }))
     }
 
     fn read_serial(&self) -> Result<Serial, StoreError> {
         let path = self.layout.serial();
         let text = fs::read_to_string(&path).map_err(StoreError::io("read", &path))?;
-        Serial::parse_file(&text).map_err(|e| StoreError::Corrupt {
-            path,
-            what: e.to_string(),
-        })
+        Serial::parse_file(&text).map_err(|e| StoreError::Corrupt { path, what: e.to_string() })
     }
 
     fn ensure_no_conflict(&self, name: &Certname, overwrite: bool) -> Result<(), StoreError> {
@@ -148,27 +143,55 @@ impl FsStore {
             return Ok(());
         }
         match self.existing(name)? {
-            Some(existing) => Err(StoreError::Conflict {
-                name: name.clone(),
-                existing,
-            }),
+            Some(existing) => Err(StoreError::Conflict { name: name.clone(), existing }),
             None => Ok(()),
         }
     }
 
-    fn store_issued(
+    /// Takes the next block of serials from the `serial` file, under the lock; the file is
+    /// durably advanced before the block is used.
+    fn reserve_block(&self) -> Result<Range<u64>, StoreError> {
+        let _lock = self.lock()?;
+        let start = self.read_serial()?;
+        let end = Serial::new(start.value().saturating_add(SERIAL_BLOCK));
+        atomic::write(&self.layout.serial(), end.to_file().as_bytes(), 0o644)?;
+        Ok(start.value()..end.value())
+    }
+
+    /// Under the lock: the checks that make `issued` still welcome, then the rename, the
+    /// inventory line and the request removal. Returns the inventory file to sync and whether a
+    /// request was removed.
+    fn install_issued(
         &self,
         name: &Certname,
+        tmp: &Path,
         issued: &IssuedCert,
         from: IssueFrom<'_>,
-    ) -> Result<(), StoreError> {
-        atomic::write(&self.layout.signed(name), issued.pem.as_bytes(), 0o644)?;
-        let line = inventory::line(issued.serial, &issued.validity, name.as_str());
-        atomic::append_line(&self.layout.inventory(), &line)?;
-        if let IssueFrom::Request(_) = from {
-            atomic::remove(&self.layout.request(name))?;
+        overwrite: bool,
+    ) -> Result<(fs::File, bool), StoreError> {
+        let _lock = self.lock()?;
+        match from {
+            IssueFrom::Request(expected) => {
+                if self.request(name)?.as_deref() != Some(expected) {
+                    return Err(StoreError::RequestChanged(name.clone()));
+                }
+                if !overwrite && self.layout.signed(name).exists() {
+                    let existing = Existing::Certificate;
+                    return Err(StoreError::Conflict { name: name.clone(), existing });
+                }
+            }
+            IssueFrom::Fresh => self.ensure_no_conflict(name, overwrite)?,
         }
-        Ok(())
+        // The inventory line first: a crash between the two leaves a record of a serial that
+        // was never served, never a served certificate missing from the inventory.
+        let line = inventory::line(issued.serial, &issued.validity, name.as_str());
+        let inventory = atomic::append_line_unsynced(&self.layout.inventory(), &line)?;
+        atomic::install(tmp, &self.layout.signed(name))?;
+        let removed = match from {
+            IssueFrom::Request(_) => atomic::remove_unsynced(&self.layout.request(name))?,
+            IssueFrom::Fresh => false,
+        };
+        Ok((inventory, removed))
     }
 }
 
@@ -198,11 +221,7 @@ impl CaStore for FsStore {
         if self.layout.signed(name).exists() {
             return Ok(Some(Existing::Certificate));
         }
-        Ok(self
-            .layout
-            .request(name)
-            .exists()
-            .then_some(Existing::Request))
+        Ok(self.layout.request(name).exists().then_some(Existing::Request))
     }
 
     fn certificates(&self) -> Result<Vec<(Certname, Vec<u8>)>, StoreError> {
@@ -233,37 +252,41 @@ impl CaStore for FsStore {
         atomic::remove(&self.layout.signed(name))
     }
 
-    fn issue(
+    fn reserve_serial(&self) -> Result<Serial, StoreError> {
+        let poisoned = || StoreError::Corrupt {
+            path: self.layout.serial(),
+            what: "serial reservation lock poisoned".into(),
+        };
+        let mut reserved = self.serials.lock().map_err(|_| poisoned())?;
+        if reserved.is_empty() {
+            *reserved = self.reserve_block()?;
+        }
+        let serial = reserved.start;
+        reserved.start += 1;
+        Ok(Serial::new(serial))
+    }
+
+    fn store_issued(
         &self,
         name: &Certname,
+        issued: &IssuedCert,
         from: IssueFrom<'_>,
         overwrite: bool,
-        sign: &mut SignFn<'_>,
-    ) -> Result<IssuedCert, IssueFailure> {
-        let _lock = self.lock()?;
-        if let IssueFrom::Request(expected) = from {
-            if self.request(name)?.as_deref() != Some(expected) {
-                return Err(StoreError::RequestChanged(name.clone()).into());
-            }
+    ) -> Result<(), StoreError> {
+        // The certificate's bytes are made durable before the lock, so that concurrent signings
+        // fsync in parallel (ext4 commits them together) and the lock is held only briefly.
+        let signed_dir = self.layout.signed_dir();
+        let tmp = atomic::durable_temp(&signed_dir, issued.pem.as_bytes(), 0o644)?;
+        let installed = self.install_issued(name, &tmp, issued, from, overwrite);
+        let (inventory, removed_request) = installed.inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })?;
+        inventory.sync_data().map_err(StoreError::io("fsync", self.layout.inventory()))?;
+        atomic::sync_dir(&signed_dir)?;
+        if removed_request {
+            atomic::sync_dir(&self.layout.requests_dir())?;
         }
-        if !overwrite && self.layout.signed(name).exists() {
-            return Err(StoreError::Conflict {
-                name: name.clone(),
-                existing: Existing::Certificate,
-            }
-            .into());
-        }
-        let serial = self.read_serial()?;
-        // Persist the next serial before signing: a crash from here on wastes `serial`, but can
-        // never hand it out twice.
-        atomic::write(
-            &self.layout.serial(),
-            serial.next().to_file().as_bytes(),
-            0o644,
-        )?;
-        let issued = sign(serial)?;
-        self.store_issued(name, &issued, from)?;
-        Ok(issued)
+        Ok(())
     }
 
     fn update_crl(&self, update: &mut CrlUpdateFn<'_>) -> Result<bool, CrlUpdateFailure> {
@@ -272,18 +295,10 @@ impl CaStore for FsStore {
         let text = fs::read_to_string(&path).map_err(StoreError::io("read", &path))?;
         let blocks = pki::pemfile::raw_blocks(&text);
         let Some(first) = blocks.first() else {
-            return Err(StoreError::Corrupt {
-                path,
-                what: "no CRL in the file".into(),
-            }
-            .into());
+            return Err(StoreError::Corrupt { path, what: "no CRL in the file".into() }.into());
         };
-        let der = pki::pemfile::single_block(first.as_bytes(), &["X509 CRL"]).map_err(|e| {
-            StoreError::Corrupt {
-                path: path.clone(),
-                what: e.to_string(),
-            }
-        })?;
+        let der = pki::pemfile::single_block(first.as_bytes(), &["X509 CRL"])
+            .map_err(|e| StoreError::Corrupt { path: path.clone(), what: e.to_string() })?;
         let Some(new_der) = update(&der)? else {
             return Ok(false);
         };

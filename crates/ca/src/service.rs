@@ -93,9 +93,8 @@ impl CertStatus {
             "authorization_extensions": d.authorization_extensions,
         });
         if let (Some(cert), Some(map)) = (&d.cert, object.as_object_mut()) {
-            let serial = cert
-                .serial
-                .map_or(serde_json::Value::Null, |s| serde_json::json!(s.value()));
+            let serial =
+                cert.serial.map_or(serde_json::Value::Null, |s| serde_json::json!(s.value()));
             map.insert("serial_number".into(), serial);
             map.insert("not_before".into(), serde_json::json!(cert.not_before));
             map.insert("not_after".into(), serde_json::json!(cert.not_after));
@@ -130,11 +129,7 @@ impl CaService {
             .next()
             .ok_or_else(|| CaError::Setup("ca_crt.pem holds no certificate".into()))?;
         let signer = CaSigner::new(first, key).map_err(|e| CaError::Setup(e.to_string()))?;
-        Ok(Self {
-            store,
-            signer,
-            settings,
-        })
+        Ok(Self { store, signer, settings })
     }
 
     pub fn store(&self) -> &Arc<dyn CaStore> {
@@ -149,12 +144,12 @@ impl CaService {
         &self.settings
     }
 
-    /// Steps 1–4 of puppetserver's CSR pipeline: parse, duplicate check, subject check, save.
-    pub fn accept_request(&self, name: &str, body: &[u8]) -> Result<PendingRequest, CaError> {
+    /// Steps 1–3 of puppetserver's CSR pipeline: parse, duplicate check, subject check. Nothing
+    /// is stored yet.
+    pub fn check_request(&self, name: &str, body: &[u8]) -> Result<PendingRequest, CaError> {
         let name = Certname::parse(name)?;
         let csr = Csr::from_pem(body)?;
-        let overwrite = self.settings.allow_duplicate_certs;
-        if !overwrite {
+        if !self.settings.allow_duplicate_certs {
             if let Some(existing) = self.store.existing(&name)? {
                 return Err(self.duplicate(&name, existing));
             }
@@ -164,30 +159,38 @@ impl CaService {
         if pending >= self.settings.max_pending_requests {
             return Err(CaError::TooManyPending(pending));
         }
-        match self
-            .store
-            .save_request(&name, csr.to_pem().as_bytes(), overwrite)
-        {
-            Err(StoreError::Conflict { existing, .. }) => {
-                return Err(self.duplicate(&name, existing))
-            }
-            other => other?,
-        }
-        Ok(PendingRequest {
-            name,
-            csr,
-            submitted: body.to_vec(),
-        })
+        Ok(PendingRequest { name, csr, submitted: body.to_vec() })
     }
 
-    /// Step 6 for an autosigned request: policy failures answer 400 and leave it pending.
+    /// Step 4: saves the request as pending (the duplicate check is repeated under the lock).
+    pub fn save_request(&self, pending: &PendingRequest) -> Result<(), CaError> {
+        let overwrite = self.settings.allow_duplicate_certs;
+        let pem = pending.csr.to_pem();
+        match self.store.save_request(&pending.name, pem.as_bytes(), overwrite) {
+            Err(StoreError::Conflict { existing, .. }) => {
+                Err(self.duplicate(&pending.name, existing))
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Steps 1–4 for a request that is not autosigned.
+    pub fn accept_request(&self, name: &str, body: &[u8]) -> Result<PendingRequest, CaError> {
+        let pending = self.check_request(name, body)?;
+        self.save_request(&pending)?;
+        Ok(pending)
+    }
+
+    /// Steps 5–6 for an autosigned request: policy, then signing. A request that policy refuses
+    /// answers 400 and stays pending, as in puppetserver; one that is signed is never written to
+    /// `requests/` (puppetserver writes and deletes it).
     pub fn autosign(&self, pending: &PendingRequest) -> Result<IssuedCert, CaError> {
-        self.settings
-            .policy
-            .review(&pending.name, &pending.csr)
-            .map_err(CaError::Rejected)?;
-        let stored = pending.csr.to_pem();
-        self.issue_from_request(&pending.name, &pending.csr, stored.as_bytes(), None)
+        if let Err(violation) = self.settings.policy.review(&pending.name, &pending.csr) {
+            self.save_request(pending)?;
+            return Err(CaError::Rejected(violation));
+        }
+        let request = CertRequest::from_csr(pending.name.clone(), &pending.csr);
+        self.issue(&request, IssueFrom::Fresh, None)
     }
 
     /// An operator's signing of a pending request (`certificate_status` PUT, `ca sign`).
@@ -197,33 +200,30 @@ impl CaService {
         };
         let csr = Csr::from_pem(&stored)
             .map_err(|e| CaError::Setup(format!("stored request for {name} is unreadable: {e}")))?;
-        self.settings
-            .policy
-            .review(name, &csr)
-            .map_err(CaError::SignRefused)?;
-        self.issue_from_request(name, &csr, &stored, ttl)
+        self.settings.policy.review(name, &csr).map_err(CaError::SignRefused)?;
+        let request = CertRequest::from_csr(name.clone(), &csr);
+        self.issue(&request, IssueFrom::Request(&stored), ttl)
     }
 
-    fn issue_from_request(
+    /// Reserves a serial, signs (without holding the store's lock), and stores.
+    fn issue(
         &self,
-        name: &Certname,
-        csr: &Csr,
-        stored: &[u8],
+        request: &CertRequest,
+        from: IssueFrom<'_>,
         ttl: Option<Duration>,
     ) -> Result<IssuedCert, CaError> {
-        let request = CertRequest::from_csr(name.clone(), csr);
-        let validity = Validity::puppet(
-            OffsetDateTime::now_utc(),
-            ttl.unwrap_or(self.settings.cert_ttl),
-        );
-        let mut sign = |serial| self.signer.issue(&request, serial, validity);
-        let issued = self.store.issue(
-            name,
-            IssueFrom::Request(stored),
-            self.settings.allow_duplicate_certs,
-            &mut sign,
-        )?;
-        tracing::info!(certname = %name, serial = %issued.serial, "signed certificate");
+        let ttl = ttl.unwrap_or(self.settings.cert_ttl);
+        let validity = Validity::puppet(OffsetDateTime::now_utc(), ttl);
+        let serial = self.store.reserve_serial()?;
+        let issued = self.signer.issue(request, serial, validity)?;
+        let overwrite = self.settings.allow_duplicate_certs;
+        match self.store.store_issued(&request.name, &issued, from, overwrite) {
+            Err(StoreError::Conflict { existing, .. }) => {
+                return Err(self.duplicate(&request.name, existing))
+            }
+            other => other?,
+        }
+        tracing::info!(certname = %request.name, serial = %issued.serial, "signed certificate");
         Ok(issued)
     }
 
@@ -245,14 +245,7 @@ impl CaService {
             extensions: Vec::new(),
             cli_auth,
         };
-        let validity = Validity::puppet(OffsetDateTime::now_utc(), self.settings.cert_ttl);
-        let mut sign = |serial| self.signer.issue(&request, serial, validity);
-        let issued = match self.store.issue(name, IssueFrom::Direct, false, &mut sign) {
-            Err(crate::store::IssueFailure::Store(StoreError::Conflict { existing, .. })) => {
-                return Err(self.duplicate(name, existing))
-            }
-            other => other?,
-        };
+        let issued = self.issue(&request, IssueFrom::Fresh, None)?;
         Ok((key_pair.serialize_pem(), issued))
     }
 
@@ -260,10 +253,8 @@ impl CaService {
     pub fn revoke(&self, names: &[Certname]) -> Result<(), CaError> {
         let mut serials = Vec::with_capacity(names.len());
         for name in names {
-            serials.push(
-                self.cert_serial(name)?
-                    .ok_or_else(|| CaError::NoCertificate(name.clone()))?,
-            );
+            serials
+                .push(self.cert_serial(name)?.ok_or_else(|| CaError::NoCertificate(name.clone()))?);
         }
         self.revoke_serials(&serials)?;
         for name in names {
@@ -384,20 +375,9 @@ impl CaService {
         crl: &CrlInfo,
     ) -> Result<CertStatus, CaError> {
         let description = describe_cert(&name, pem)?;
-        let revoked = description
-            .cert
-            .as_ref()
-            .is_some_and(|c| crl.is_revoked(&c.serial_bytes));
-        let state = if revoked {
-            State::Revoked
-        } else {
-            State::Signed
-        };
-        Ok(CertStatus {
-            name,
-            state,
-            description,
-        })
+        let revoked = description.cert.as_ref().is_some_and(|c| crl.is_revoked(&c.serial_bytes));
+        let state = if revoked { State::Revoked } else { State::Signed };
+        Ok(CertStatus { name, state, description })
     }
 
     /// Re-signs the CRL with the same entries when it expires within `margin` (puppetserver
@@ -424,17 +404,11 @@ impl CaService {
         let state = match existing {
             Existing::Request => "requested",
             Existing::Certificate => match self.status(name) {
-                Ok(Some(CertStatus {
-                    state: State::Revoked,
-                    ..
-                })) => "revoked",
+                Ok(Some(CertStatus { state: State::Revoked, .. })) => "revoked",
                 _ => "signed",
             },
         };
-        CaError::Duplicate {
-            name: name.clone(),
-            state,
-        }
+        CaError::Duplicate { name: name.clone(), state }
     }
 }
 
@@ -448,9 +422,5 @@ fn describe_cert(name: &Certname, pem: &[u8]) -> Result<Description, CaError> {
 fn request_status(name: Certname, pem: &[u8]) -> Result<CertStatus, CaError> {
     let csr =
         Csr::from_pem(pem).map_err(|e| CaError::Setup(format!("requests/{name}.pem: {e}")))?;
-    Ok(CertStatus {
-        name,
-        state: State::Requested,
-        description: describe::request(&csr),
-    })
+    Ok(CertStatus { name, state: State::Requested, description: describe::request(&csr) })
 }

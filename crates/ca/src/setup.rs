@@ -23,9 +23,7 @@ pub fn setup(
         return Err(CaError::Setup("the CA name is empty".into()));
     }
     let now = OffsetDateTime::now_utc();
-    let key = key_alg
-        .generate()
-        .map_err(|e| CaError::Setup(e.to_string()))?;
+    let key = key_alg.generate().map_err(|e| CaError::Setup(e.to_string()))?;
     let key_pem = key.serialize_pem();
     let public_key_pem = key.public_key_pem();
     let cert_der = issue::self_signed_ca(ca_name, &key, now, ttl)?;
@@ -59,13 +57,7 @@ pub fn import(dir: &Path, from: &Path) -> Result<FsStore, CaError> {
 }
 
 fn check_importable(from: &Path) -> Result<(), CaError> {
-    for file in [
-        "ca_crt.pem",
-        "ca_key.pem",
-        "ca_crl.pem",
-        "serial",
-        "inventory.txt",
-    ] {
+    for file in ["ca_crt.pem", "ca_key.pem", "ca_crl.pem", "serial", "inventory.txt"] {
         if !from.join(file).is_file() {
             return Err(CaError::Setup(format!(
                 "{} has no {file}; is it a puppetserver CA directory?",
@@ -83,10 +75,8 @@ fn check_importable(from: &Path) -> Result<(), CaError> {
         .map_err(|_| CaError::Setup("ca_key.pem is not text".into()))?;
     let key = pki::key::load_key_pem(&key_text)
         .map_err(|e| CaError::Setup(format!("ca_key.pem: {e}")))?;
-    let first = certs
-        .into_iter()
-        .next()
-        .ok_or_else(|| CaError::Setup("ca_crt.pem is empty".into()))?;
+    let first =
+        certs.into_iter().next().ok_or_else(|| CaError::Setup("ca_crt.pem is empty".into()))?;
     CaSigner::new(first, key)?;
     Ok(())
 }
@@ -96,9 +86,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), CaError> {
     for entry in fs::read_dir(from).map_err(StoreError::io("list", from))? {
         let entry = entry.map_err(StoreError::io("list", from))?;
         let target = to.join(entry.file_name());
-        let kind = entry
-            .file_type()
-            .map_err(StoreError::io("stat", entry.path()))?;
+        let kind = entry.file_type().map_err(StoreError::io("stat", entry.path()))?;
         if kind.is_dir() {
             copy_tree(&entry.path(), &target)?;
         } else if kind.is_file() {

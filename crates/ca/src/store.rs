@@ -23,24 +23,22 @@ pub enum Existing {
     Certificate,
 }
 
-/// How a certificate is issued.
+/// How a certificate came to be issued.
 #[derive(Debug, Clone, Copy)]
 pub enum IssueFrom<'a> {
-    /// From the pending request with exactly these bytes; it is removed once the cert is stored.
+    /// From the pending request with exactly these bytes (an operator's signing); the request is
+    /// removed once the certificate is stored.
     Request(&'a [u8]),
-    /// Without a request (`crossbar ca generate`).
-    Direct,
+    /// From a request that was autosigned on submission and never stored, or without any
+    /// request (`crossbar ca generate`): the name must have neither a request nor a certificate.
+    Fresh,
 }
 
 /// A storage failure. These are server faults (HTTP 500), never a client's.
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
     #[error("{path} is corrupt: {what}")]
     Corrupt { path: PathBuf, what: String },
     #[error("the CA directory {dir} is incomplete: {missing} missing (all of ca_crt.pem, ca_key.pem, ca_crl.pem, serial and inventory.txt must exist)")]
@@ -87,36 +85,29 @@ pub trait CaStore: Send + Sync + 'static {
     /// Removes an issued certificate file (the inventory keeps its line); whether there was one.
     fn delete_certificate(&self, name: &Certname) -> Result<bool, StoreError>;
 
-    /// Under the lock: allocates the next serial (persisted before `sign` runs, so a crash can
-    /// leave a gap but never a reused serial), calls `sign`, stores the certificate, appends the
-    /// inventory line and removes the request. Unless `overwrite`, fails with `Conflict` when
-    /// the name already has a certificate.
-    fn issue(
+    /// A serial no certificate has had. Serials are reserved from the `serial` file in blocks,
+    /// under the lock, and the file is durably advanced before any serial of a block is handed
+    /// out: a crash can leave a gap, never a reuse.
+    fn reserve_serial(&self) -> Result<Serial, StoreError>;
+
+    /// Stores a signed certificate: checks under the lock that the name is still free (unless
+    /// `overwrite`) and, for `IssueFrom::Request`, that the request is unchanged; then installs
+    /// the certificate, appends its inventory line and removes the request.
+    fn store_issued(
         &self,
         name: &Certname,
+        issued: &IssuedCert,
         from: IssueFrom<'_>,
         overwrite: bool,
-        sign: &mut SignFn<'_>,
-    ) -> Result<IssuedCert, IssueFailure>;
+    ) -> Result<(), StoreError>;
 
     /// Under the lock: reads the CRL chain and, when `update` returns a new CA CRL (DER),
     /// writes it in place of the first CRL of the chain. Returns whether it changed.
     fn update_crl(&self, update: &mut CrlUpdateFn<'_>) -> Result<bool, CrlUpdateFailure>;
 }
 
-/// Signs a certificate for an allocated serial (the callback of [`CaStore::issue`]).
-pub type SignFn<'a> = dyn FnMut(Serial) -> Result<IssuedCert, pki::issue::IssueError> + 'a;
 /// Turns the current CA CRL (DER) into the next one, or `None` to leave it.
 pub type CrlUpdateFn<'a> = dyn FnMut(&[u8]) -> Result<Option<Vec<u8>>, pki::crl::CrlError> + 'a;
-
-/// Why `issue` failed: the store, or the signing callback.
-#[derive(Debug, Error)]
-pub enum IssueFailure {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("signing failed: {0}")]
-    Sign(#[from] pki::issue::IssueError),
-}
 
 /// Why `update_crl` failed: the store, or building the CRL.
 #[derive(Debug, Error)]

@@ -18,13 +18,8 @@ fn name(text: &str) -> Certname {
 }
 
 fn new_ca(dir: &Path, settings: CaSettings) -> CaService {
-    setup::setup(
-        dir,
-        "puppetlb.example.com",
-        KeyAlgorithm::EcP256,
-        pki::issue::DEFAULT_CA_TTL,
-    )
-    .expect("setup");
+    setup::setup(dir, "puppetlb.example.com", KeyAlgorithm::EcP256, pki::issue::DEFAULT_CA_TTL)
+        .expect("setup");
     open(dir, settings)
 }
 
@@ -38,21 +33,13 @@ fn csr_pem(cn: &str) -> String {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
-    params
-        .serialize_request(&key)
-        .expect("csr")
-        .pem()
-        .expect("pem")
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params.serialize_request(&key).expect("csr").pem().expect("pem")
 }
 
 fn inventory_serials(dir: &Path) -> Vec<u64> {
     let text = fs::read_to_string(dir.join("inventory.txt")).expect("inventory");
-    pki::inventory::parse(&text)
-        .map(|e| e.serial.value())
-        .collect()
+    pki::inventory::parse(&text).map(|e| e.serial.value()).collect()
 }
 
 #[test]
@@ -74,27 +61,17 @@ fn setup_writes_puppetservers_layout() {
     }
     assert!(d.join("signed").is_dir() && d.join("requests").is_dir());
     assert_eq!(
-        fs::metadata(d.join("ca_key.pem"))
-            .expect("meta")
-            .permissions()
-            .mode()
-            & 0o777,
+        fs::metadata(d.join("ca_key.pem")).expect("meta").permissions().mode() & 0o777,
         0o600
     );
-    assert_eq!(
-        fs::read_to_string(d.join("serial")).expect("serial"),
-        "0002"
-    );
+    assert_eq!(fs::read_to_string(d.join("serial")).expect("serial"), "0002");
     assert_eq!(inventory_serials(d), [1]);
     assert!(fs::read_to_string(d.join("inventory.txt"))
         .expect("inv")
         .ends_with("/CN=Puppet CA: puppetlb.example.com\n"));
     let crl = service.crl().expect("crl");
     assert_eq!((crl.number, crl.revoked.len()), (0, 0));
-    assert_eq!(
-        service.signer().subject(),
-        "CN=Puppet CA: puppetlb.example.com"
-    );
+    assert_eq!(service.signer().subject(), "CN=Puppet CA: puppetlb.example.com");
     let again = setup::setup(d, "other", KeyAlgorithm::EcP256, Duration::from_secs(3600));
     assert!(again.is_err(), "setup must refuse to overwrite a CA");
 }
@@ -106,17 +83,11 @@ fn csr_pipeline_follows_puppetservers_order() {
     let agent = name("agent1.example.com");
 
     let pending = ca
-        .accept_request(
-            "agent1.example.com",
-            csr_pem("agent1.example.com").as_bytes(),
-        )
+        .accept_request("agent1.example.com", csr_pem("agent1.example.com").as_bytes())
         .expect("accept");
     assert_eq!(pending.name, agent);
     let dup = ca
-        .accept_request(
-            "agent1.example.com",
-            csr_pem("agent1.example.com").as_bytes(),
-        )
+        .accept_request("agent1.example.com", csr_pem("agent1.example.com").as_bytes())
         .expect_err("duplicate");
     assert_eq!(
         dup.to_string(),
@@ -124,68 +95,36 @@ fn csr_pipeline_follows_puppetservers_order() {
     );
     // A duplicate wins over a subject mismatch, as in puppetserver.
     let dup = ca
-        .accept_request(
-            "agent1.example.com",
-            csr_pem("other.example.com").as_bytes(),
-        )
+        .accept_request("agent1.example.com", csr_pem("other.example.com").as_bytes())
         .expect_err("duplicate first");
     assert!(matches!(dup, CaError::Duplicate { .. }));
     let mismatch = ca
-        .accept_request(
-            "agent2.example.com",
-            csr_pem("other.example.com").as_bytes(),
-        )
+        .accept_request("agent2.example.com", csr_pem("other.example.com").as_bytes())
         .expect_err("mismatch");
     assert!(matches!(mismatch, CaError::Rejected(_)), "{mismatch}");
     assert!(
-        ca.store()
-            .request(&name("agent2.example.com"))
-            .expect("read")
-            .is_none(),
+        ca.store().request(&name("agent2.example.com")).expect("read").is_none(),
         "a rejected CSR is not saved"
     );
 
     let issued = ca.sign(&agent, None).expect("sign");
     assert_eq!(issued.serial.value(), 2);
-    assert!(
-        ca.store().request(&agent).expect("read").is_none(),
-        "the CSR is removed once signed"
-    );
+    assert!(ca.store().request(&agent).expect("read").is_none(), "the CSR is removed once signed");
     let dup = ca
-        .accept_request(
-            "agent1.example.com",
-            csr_pem("agent1.example.com").as_bytes(),
-        )
+        .accept_request("agent1.example.com", csr_pem("agent1.example.com").as_bytes())
         .expect_err("duplicate");
-    assert!(
-        dup.to_string().contains("already has a signed certificate"),
-        "{dup}"
-    );
+    assert!(dup.to_string().contains("already has a signed certificate"), "{dup}");
     assert!(matches!(ca.sign(&agent, None), Err(CaError::NoRequest(_))));
 
     ca.revoke(std::slice::from_ref(&agent)).expect("revoke");
-    assert_eq!(
-        ca.status(&agent).expect("status").map(|s| s.state),
-        Some(State::Revoked)
-    );
+    assert_eq!(ca.status(&agent).expect("status").map(|s| s.state), Some(State::Revoked));
     let dup = ca
-        .accept_request(
-            "agent1.example.com",
-            csr_pem("agent1.example.com").as_bytes(),
-        )
+        .accept_request("agent1.example.com", csr_pem("agent1.example.com").as_bytes())
         .expect_err("duplicate");
-    assert!(
-        dup.to_string()
-            .contains("already has a revoked certificate"),
-        "{dup}"
-    );
-    assert!(matches!(
-        ca.revoke(&[name("nobody.example.com")]),
-        Err(CaError::NoCertificate(_))
-    ));
+    assert!(dup.to_string().contains("already has a revoked certificate"), "{dup}");
+    assert!(matches!(ca.revoke(&[name("nobody.example.com")]), Err(CaError::NoCertificate(_))));
     let crl_before = fs::read(dir.path().join("ca_crl.pem")).expect("crl");
-    ca.revoke(std::slice::from_ref(&agent))
-        .expect("revoking twice is a no-op");
+    ca.revoke(std::slice::from_ref(&agent)).expect("revoking twice is a no-op");
     assert_eq!(
         fs::read(dir.path().join("ca_crl.pem")).expect("crl"),
         crl_before,
@@ -201,15 +140,9 @@ fn clean_revokes_then_deletes_and_reports_the_missing() {
         ca.accept_request(n, csr_pem(n).as_bytes()).expect("accept");
         ca.sign(&name(n), None).expect("sign");
     }
-    let outcome = ca
-        .clean(&[name("a.example.com"), name("ghost.example.com")])
-        .expect("clean");
+    let outcome = ca.clean(&[name("a.example.com"), name("ghost.example.com")]).expect("clean");
     assert_eq!(outcome.missing, [name("ghost.example.com")]);
-    assert!(ca
-        .store()
-        .certificate(&name("a.example.com"))
-        .expect("read")
-        .is_none());
+    assert!(ca.store().certificate(&name("a.example.com")).expect("read").is_none());
     let crl = ca.crl().expect("crl");
     assert_eq!(crl.revoked.len(), 1);
     assert_eq!(crl.number, 1);
@@ -234,27 +167,21 @@ fn concurrent_signing_never_reuses_a_serial() {
     let other = Arc::new(open(dir.path(), CaSettings::default()));
     std::thread::scope(|scope| {
         for (i, n) in names.iter().enumerate() {
-            let service = if i % 2 == 0 {
-                ca.clone()
-            } else {
-                other.clone()
-            };
+            let service = if i % 2 == 0 { ca.clone() } else { other.clone() };
             scope.spawn(move || service.sign(&name(n), None).expect("sign"));
         }
     });
     let serials = inventory_serials(dir.path());
     let unique: BTreeSet<u64> = serials.iter().copied().collect();
     assert_eq!(serials.len(), names.len() + 1);
-    assert_eq!(
-        unique.len(),
-        serials.len(),
-        "duplicate serial in {serials:?}"
-    );
-    assert_eq!(unique, (1..=41).collect::<BTreeSet<u64>>());
-    assert_eq!(
-        fs::read_to_string(dir.path().join("serial")).expect("serial"),
-        "002A"
-    );
+    assert_eq!(unique.len(), serials.len(), "duplicate serial in {serials:?}");
+    // Serials come from blocks each store reserves, so they need not be contiguous, but the
+    // serial file is always ahead of every serial in use.
+    let next =
+        pki::Serial::parse_file(&fs::read_to_string(dir.path().join("serial")).expect("serial"))
+            .expect("serial file")
+            .value();
+    assert!(unique.iter().all(|s| *s < next), "serial file {next} not ahead of {unique:?}");
 }
 
 #[test]
@@ -275,11 +202,7 @@ fn opening_repairs_what_a_crash_left_behind() {
         .map(|l| format!("{l}\n"))
         .collect();
     fs::write(d.join("inventory.txt"), format!("{without_b}0x0009 2026-")).expect("write");
-    fs::write(
-        d.join("requests/b.example.com.pem"),
-        csr_pem("b.example.com"),
-    )
-    .expect("write");
+    fs::write(d.join("requests/b.example.com.pem"), csr_pem("b.example.com")).expect("write");
     fs::write(d.join("signed/.crossbar-tmp-999-1"), "partial").expect("write");
     fs::write(d.join("serial"), "0002").expect("write");
     drop(ca);
@@ -293,15 +216,8 @@ fn opening_repairs_what_a_crash_left_behind() {
     assert_eq!(serials, [1, 2, 3], "torn line skipped, b's line restored");
 
     let ca = open(d, CaSettings::default());
-    ca.accept_request("c.example.com", csr_pem("c.example.com").as_bytes())
-        .expect("accept");
-    assert_eq!(
-        ca.sign(&name("c.example.com"), None)
-            .expect("sign")
-            .serial
-            .value(),
-        4
-    );
+    ca.accept_request("c.example.com", csr_pem("c.example.com").as_bytes()).expect("accept");
+    assert_eq!(ca.sign(&name("c.example.com"), None).expect("sign").serial.value(), 4);
     let (_, second) = FsStore::open(d).expect("open again");
     assert!(second.is_clean(), "nothing left to repair: {second:?}");
 }
@@ -318,20 +234,11 @@ fn an_incomplete_directory_is_refused_with_the_missing_files_named() {
 #[test]
 fn pending_requests_are_capped() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = new_ca(
-        dir.path(),
-        CaSettings {
-            max_pending_requests: 2,
-            ..CaSettings::default()
-        },
-    );
-    ca.accept_request("a.example.com", csr_pem("a.example.com").as_bytes())
-        .expect("a");
-    ca.accept_request("b.example.com", csr_pem("b.example.com").as_bytes())
-        .expect("b");
-    let err = ca
-        .accept_request("c.example.com", csr_pem("c.example.com").as_bytes())
-        .expect_err("cap");
+    let ca = new_ca(dir.path(), CaSettings { max_pending_requests: 2, ..CaSettings::default() });
+    ca.accept_request("a.example.com", csr_pem("a.example.com").as_bytes()).expect("a");
+    ca.accept_request("b.example.com", csr_pem("b.example.com").as_bytes()).expect("b");
+    let err =
+        ca.accept_request("c.example.com", csr_pem("c.example.com").as_bytes()).expect_err("cap");
     assert!(matches!(err, CaError::TooManyPending(2)));
 }
 
@@ -339,38 +246,16 @@ fn pending_requests_are_capped() {
 fn generate_issues_a_server_cert_with_its_alt_names() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = new_ca(dir.path(), CaSettings::default());
-    let alt = vec![
-        pki::AltName::Dns("puppet".into()),
-        pki::AltName::Dns("localhost".into()),
-    ];
+    let alt = vec![pki::AltName::Dns("puppet".into()), pki::AltName::Dns("localhost".into())];
     let (key_pem, issued) = ca
-        .generate(
-            &name("puppetlb.example.com"),
-            alt,
-            true,
-            KeyAlgorithm::EcP256,
-        )
+        .generate(&name("puppetlb.example.com"), alt, true, KeyAlgorithm::EcP256)
         .expect("generate");
     assert!(key_pem.contains("PRIVATE KEY"));
     let d = pki::describe::certificate(&issued.der).expect("describe");
-    assert_eq!(
-        d.dns_alt_names,
-        ["DNS:puppet", "DNS:localhost", "DNS:puppetlb.example.com"]
-    );
-    assert_eq!(
-        d.authorization_extensions
-            .get("pp_cli_auth")
-            .map(String::as_str),
-        Some("true")
-    );
+    assert_eq!(d.dns_alt_names, ["DNS:puppet", "DNS:localhost", "DNS:puppetlb.example.com"]);
+    assert_eq!(d.authorization_extensions.get("pp_cli_auth").map(String::as_str), Some("true"));
     assert!(
-        ca.generate(
-            &name("puppetlb.example.com"),
-            vec![],
-            false,
-            KeyAlgorithm::EcP256
-        )
-        .is_err(),
+        ca.generate(&name("puppetlb.example.com"), vec![], false, KeyAlgorithm::EcP256).is_err(),
         "no second cert for the name"
     );
 }

@@ -16,40 +16,22 @@ pub const EXIT_NOTHING_TO_SIGN: u8 = 24;
 
 pub async fn run(command: CaCommand) -> anyhow::Result<u8> {
     match command {
-        CaCommand::Setup {
-            cadir,
-            ca_name,
-            key,
-            ttl,
-        } => setup(&cadir, &ca_name, &key, &ttl),
-        CaCommand::Generate {
-            cadir,
-            certname,
-            dns_alt_names,
-            out,
-            ca_admin,
-            key,
-        } => offline::generate(&cadir, &certname, &dns_alt_names, &out, ca_admin, &key),
+        CaCommand::Setup { cadir, ca_name, key, ttl } => setup(&cadir, &ca_name, &key, &ttl),
+        CaCommand::Generate { cadir, certname, dns_alt_names, out, ca_admin, key } => {
+            offline::generate(&cadir, &certname, &dns_alt_names, &out, ca_admin, &key)
+        }
         CaCommand::Import { cadir, from } => {
             let store = ca::setup::import(&cadir, &from).with_context(|| {
                 format!("cannot import {} into {}", from.display(), cadir.display())
             })?;
-            println!(
-                "Imported the CA from {} into {}",
-                from.display(),
-                store.dir().display()
-            );
+            println!("Imported the CA from {} into {}", from.display(), store.dir().display());
             Ok(0)
         }
         CaCommand::List { all, json, target } => match mode(&target)? {
             Mode::Offline(ca) => offline::list(&ca, all, json),
             Mode::Online(client) => online::list(&client, all, json).await,
         },
-        CaCommand::Sign {
-            certname,
-            all,
-            target,
-        } => {
+        CaCommand::Sign { certname, all, target } => {
             let names = certnames(&certname)?;
             match mode(&target)? {
                 Mode::Offline(ca) => offline::sign(&ca, &names, all),
@@ -81,10 +63,7 @@ fn setup(cadir: &Path, ca_name: &str, key: &str, ttl: &str) -> anyhow::Result<u8
     }
     ca::setup::setup(cadir, ca_name, key, ttl)
         .with_context(|| format!("cannot set up a CA in {}", cadir.display()))?;
-    println!(
-        "Generated a CA \"Puppet CA: {ca_name}\" in {}",
-        cadir.display()
-    );
+    println!("Generated a CA \"Puppet CA: {ca_name}\" in {}", cadir.display());
     Ok(0)
 }
 
@@ -96,9 +75,7 @@ enum Mode {
 fn mode(target: &Target) -> anyhow::Result<Mode> {
     if let Some(path) = &target.config {
         let config = crate::config::load(path)?;
-        let Some(ca) = config.ca else {
-            bail!("--config {}: no [ca] section", path.display())
-        };
+        let Some(ca) = config.ca else { bail!("--config {}: no [ca] section", path.display()) };
         let dir = target.cadir.clone().unwrap_or(ca.cadir);
         return Ok(Mode::Offline(Box::new(open_offline(&dir, ca.settings)?)));
     }
@@ -121,7 +98,5 @@ fn open_offline(dir: &Path, settings: ca::CaSettings) -> anyhow::Result<ca::CaSe
 }
 
 fn certnames(raw: &[String]) -> anyhow::Result<Vec<Certname>> {
-    raw.iter()
-        .map(|n| Certname::parse(n).with_context(|| format!("--certname {n:?}")))
-        .collect()
+    raw.iter().map(|n| Certname::parse(n).with_context(|| format!("--certname {n:?}"))).collect()
 }

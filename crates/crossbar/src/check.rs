@@ -13,10 +13,7 @@ pub fn print(config: &Config) {
 
 fn print_ca(ca: &ca::config::CaConfig) {
     println!("[ca] listen {} cadir {}", ca.listen, ca.cadir.display());
-    println!(
-        "     autosign: {}",
-        ca::config::describe_autosign(&ca.autosign)
-    );
+    println!("     autosign: {}", ca::config::describe_autosign(&ca.autosign));
     let policy = &ca.settings.policy;
     println!(
         "     cert ttl: {}s; allow subject alt names: {}; allow authorization extensions: {}",
@@ -24,19 +21,9 @@ fn print_ca(ca: &ca::config::CaConfig) {
         policy.allow_subject_alt_names,
         policy.allow_authorization_extensions
     );
-    let proxies: Vec<String> = ca
-        .access
-        .trusted_proxies
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let proxies: Vec<String> = ca.access.trusted_proxies.iter().map(ToString::to_string).collect();
     println!("     trusted proxies: {}", proxies.join(", "));
-    let mut admins: Vec<&str> = ca
-        .access
-        .admin_certnames
-        .iter()
-        .map(String::as_str)
-        .collect();
+    let mut admins: Vec<&str> = ca.access.admin_certnames.iter().map(String::as_str).collect();
     admins.sort_unstable();
     println!("     admin certnames: {}", admins.join(", "));
 }
@@ -66,11 +53,7 @@ fn print_lb(lb: &lb::LbConfig, has_local_ca: bool) {
     for pool in &lb.pools {
         println!("     {}", pool.name);
         for member in &pool.members {
-            println!(
-                "       {}{}",
-                member.url,
-                if member.standby { " (hot standby)" } else { "" }
-            );
+            println!("       {}{}", member.url, if member.standby { " (hot standby)" } else { "" });
         }
     }
     let local_ca_pool = has_local_ca && !lb.pools.iter().any(|p| p.name == lb::route::CA_POOL);

@@ -21,16 +21,12 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(server: &str, cert: &Path, key: &Path, cacert: &Path) -> anyhow::Result<Self> {
-        let uri: Uri = server
-            .parse()
-            .with_context(|| format!("--server {server:?} is not a URL"))?;
+        let uri: Uri =
+            server.parse().with_context(|| format!("--server {server:?} is not a URL"))?;
         if uri.scheme_str() != Some("https") {
             bail!("--server {server:?} must be an https:// URL");
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| anyhow!("--server {server:?} has no host"))?
-            .to_owned();
+        let host = uri.host().ok_or_else(|| anyhow!("--server {server:?} has no host"))?.to_owned();
         let port = uri.port_u16().unwrap_or(8140);
         let server_name = ServerName::try_from(host.clone())
             .with_context(|| format!("--server host {host:?} is not a valid name"))?;
@@ -64,12 +60,7 @@ impl AdminClient {
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
             .context("the client certificate and key do not go together")?;
-        Ok(Self {
-            host,
-            port,
-            server_name,
-            connector: TlsConnector::from(Arc::new(config)),
-        })
+        Ok(Self { host, port, server_name, connector: TlsConnector::from(Arc::new(config)) })
     }
 
     /// Sends one request with a JSON body (or none) and returns status and body.

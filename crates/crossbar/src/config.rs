@@ -37,10 +37,7 @@ pub fn load(path: &Path) -> anyhow::Result<Config> {
     let file: FileConfig = toml::from_str(&text)
         .with_context(|| format!("config file {} is not valid", path.display()))?;
     if file.ca.is_none() && file.lb.is_none() {
-        bail!(
-            "config file {} declares no role: add a [ca] or an [lb] section",
-            path.display()
-        );
+        bail!("config file {} declares no role: add a [ca] or an [lb] section", path.display());
     }
     let ca = file
         .ca
@@ -52,9 +49,5 @@ pub fn load(path: &Path) -> anyhow::Result<Config> {
         .map(lb::LbConfig::try_from)
         .transpose()
         .with_context(|| format!("in {}", path.display()))?;
-    Ok(Config {
-        ca,
-        lb,
-        log_level: file.log.level.unwrap_or_else(|| "info".into()),
-    })
+    Ok(Config { ca, lb, log_level: file.log.level.unwrap_or_else(|| "info".into()) })
 }

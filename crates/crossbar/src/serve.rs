@@ -27,10 +27,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let shutdown = wait_for(stopped.clone());
         tasks.spawn(async move {
             let service = router.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
+            if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
                 tracing::error!(error = %e, "CA listener failed");
             }
         });
@@ -63,10 +60,7 @@ fn add_local_ca_pool(lb: &mut lb::LbConfig, ca_addr: SocketAddr) {
     tracing::info!(%url, "pool 'ca' is this process's CA");
     lb.pools.push(lb::config::PoolConfig {
         name: lb::route::CA_POOL.into(),
-        members: vec![lb::config::FileMember {
-            url,
-            standby: false,
-        }],
+        members: vec![lb::config::FileMember { url, standby: false }],
     });
 }
 
@@ -124,10 +118,9 @@ async fn wait_for(mut stopped: watch::Receiver<bool>) {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::error!("cannot install signal handlers; stopping");
         return;
     };

@@ -98,10 +98,7 @@ pub struct LbConfigError {
 }
 
 fn err(key: impl Into<String>, reason: impl Into<String>) -> LbConfigError {
-    LbConfigError {
-        key: key.into(),
-        reason: reason.into(),
-    }
+    LbConfigError { key: key.into(), reason: reason.into() }
 }
 
 fn duration(
@@ -137,10 +134,7 @@ impl TryFrom<FileLbConfig> for LbConfig {
                 Upstream::new(&m.url, UpstreamSettings::default())
                     .map_err(|e| err(format!("pools.{name}.members[{i}].url"), e.to_string()))?;
             }
-            pools.push(PoolConfig {
-                name: name.clone(),
-                members: pool.members.clone(),
-            });
+            pools.push(PoolConfig { name: name.clone(), members: pool.members.clone() });
         }
         let t = &file.timeouts;
         let upstream_defaults = UpstreamSettings::default();
@@ -189,9 +183,7 @@ impl TryFrom<FileLbConfig> for LbConfig {
                     &t.header_read,
                     serve_defaults.header_read_timeout,
                 )?,
-                max_connections: file
-                    .max_connections
-                    .unwrap_or(serve_defaults.max_connections),
+                max_connections: file.max_connections.unwrap_or(serve_defaults.max_connections),
                 drain_grace: duration("timeouts.drain", &t.drain, serve_defaults.drain_grace)?,
             },
         })
@@ -205,10 +197,7 @@ fn route(
 ) -> Result<Route, LbConfigError> {
     let key = format!("routes[{index}]");
     if !pools.contains_key(&file.pool) {
-        return Err(err(
-            format!("{key}.pool"),
-            format!("no pool named {:?}", file.pool),
-        ));
+        return Err(err(format!("{key}.pool"), format!("no pool named {:?}", file.pool)));
     }
     let matcher = match (&file.prefix, &file.regex, &file.environment) {
         (Some(prefix), None, None) => Matcher::Prefix(prefix.clone()),
@@ -218,10 +207,7 @@ fn route(
         (None, None, Some(env)) => Matcher::Environment(env.clone()),
         _ => return Err(err(key, "give exactly one of prefix, regex or environment")),
     };
-    Ok(Route {
-        matcher,
-        pool: file.pool.clone(),
-    })
+    Ok(Route { matcher, pool: file.pool.clone() })
 }
 
 impl LbConfig {

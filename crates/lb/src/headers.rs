@@ -31,10 +31,7 @@ const HOP_BY_HOP: [&str; 9] = [
 fn is_identity_header(name: &HeaderName) -> bool {
     let bytes = name.as_str().as_bytes();
     if bytes.len() < 11
-        || !bytes[..9]
-            .iter()
-            .map(|b| if *b == b'_' { b'-' } else { *b })
-            .eq(*b"x-client-")
+        || !bytes[..9].iter().map(|b| if *b == b'_' { b'-' } else { *b }).eq(*b"x-client-")
     {
         return false;
     }
@@ -43,11 +40,8 @@ fn is_identity_header(name: &HeaderName) -> bool {
 
 /// Removes every client-sent copy of the identity headers, then sets them from `identity`.
 pub fn apply_identity(headers: &mut HeaderMap, identity: &ClientIdentity) {
-    let spoofed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_identity_header(n))
-        .cloned()
-        .collect();
+    let spoofed: Vec<HeaderName> =
+        headers.keys().filter(|n| is_identity_header(n)).cloned().collect();
     for name in spoofed {
         headers.remove(name);
     }
@@ -130,10 +124,7 @@ mod tests {
             headers.get("x-client-certificate").map(|v| v.as_bytes()),
             Some(&b"kept: not an identity header"[..])
         );
-        assert_eq!(
-            headers.get("x-puppet-version").map(|v| v.as_bytes()),
-            Some(&b"7.23.0"[..])
-        );
+        assert_eq!(headers.get("x-puppet-version").map(|v| v.as_bytes()), Some(&b"7.23.0"[..]));
     }
 
     #[test]
@@ -146,11 +137,9 @@ mod tests {
             cert: HeaderValue::from_static("pem"),
         };
         apply_identity(&mut headers, &ClientIdentity::Verified(client));
-        for (name, value) in [
-            (X_CLIENT_VERIFY, "SUCCESS"),
-            (X_CLIENT_DN, "CN=agent1"),
-            (X_CLIENT_CERT, "pem"),
-        ] {
+        for (name, value) in
+            [(X_CLIENT_VERIFY, "SUCCESS"), (X_CLIENT_DN, "CN=agent1"), (X_CLIENT_CERT, "pem")]
+        {
             let all: Vec<_> = headers.get_all(&name).iter().collect();
             assert_eq!(all, [HeaderValue::from_static(value)], "{name}");
         }
@@ -159,16 +148,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_go_including_those_connection_names() {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert("x-secret", HeaderValue::from_static("1"));
-        headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
@@ -184,9 +167,6 @@ mod tests {
             headers.get("x-forwarded-for").map(|v| v.as_bytes()),
             Some(&b"10.0.0.1, 10.0.0.2"[..])
         );
-        assert_eq!(
-            headers.get("x-forwarded-proto").map(|v| v.as_bytes()),
-            Some(&b"https"[..])
-        );
+        assert_eq!(headers.get("x-forwarded-proto").map(|v| v.as_bytes()), Some(&b"https"[..]));
     }
 }

@@ -7,11 +7,8 @@ use x509_parser::{certificate::X509Certificate, prelude::FromDer};
 /// Characters left as they are in `X-Client-Cert`: RFC 3986 unreserved. Everything else,
 /// newlines (`%0A`), spaces (`%20`) and base64's `+/=` included, is percent-encoded, which
 /// ring's `url-decode` (percent-only, `+` literal) reads back exactly.
-const CERT_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const CERT_ESCAPE: &AsciiSet =
+    &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// The client of one connection, computed once after the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,23 +66,12 @@ impl ClientIdentity {
 impl VerifiedClient {
     fn from_der(der: &[u8]) -> Option<Self> {
         let (_, cert) = X509Certificate::from_der(der).ok()?;
-        let certname = cert
-            .subject()
-            .iter_common_name()
-            .next()?
-            .as_str()
-            .ok()?
-            .to_owned();
+        let certname = cert.subject().iter_common_name().next()?.as_str().ok()?.to_owned();
         let dn = HeaderValue::from_str(&rfc2253(&cert)).ok()?;
         let pem = pki::pemfile::encode("CERTIFICATE", der);
         let cert_header =
             HeaderValue::from_str(&utf8_percent_encode(&pem, CERT_ESCAPE).to_string()).ok()?;
-        Some(Self {
-            certname,
-            serial: cert.raw_serial().to_vec(),
-            dn,
-            cert: cert_header,
-        })
+        Some(Self { certname, serial: cert.raw_serial().to_vec(), dn, cert: cert_header })
     }
 }
 

@@ -38,22 +38,17 @@ impl Lb {
     /// Loads the TLS material and builds the pools; fails on a bad certificate, key or CRL.
     pub fn build(config: LbConfig) -> Result<Self, tls::TlsError> {
         let tls = tls::watch::TlsState::load(config.tls.clone())?;
-        let proxy = Arc::new(proxy::Proxy::new(
-            config.routes.clone(),
-            config.build_pools(),
-        ));
+        let proxy = Arc::new(proxy::Proxy::new(config.routes.clone(), config.build_pools()));
         Ok(Self { tls, proxy, config })
     }
 
     /// Serves `listener` until `shutdown` resolves, watching the TLS files meanwhile.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let (stop_watch, watch_stopped) = tokio::sync::oneshot::channel::<()>();
-        let watcher = tokio::spawn(self.tls.clone().watch_files(
-            self.config.tls_reload_interval,
-            async {
+        let watcher =
+            tokio::spawn(self.tls.clone().watch_files(self.config.tls_reload_interval, async {
                 let _ = watch_stopped.await;
-            },
-        ));
+            }));
         server::serve(
             listener,
             self.tls.clone(),

@@ -18,11 +18,7 @@ pub struct Member {
 
 impl Member {
     pub fn new(upstream: Upstream, standby: bool) -> Self {
-        Self {
-            upstream: Arc::new(upstream),
-            standby,
-            in_flight: AtomicUsize::new(0),
-        }
+        Self { upstream: Arc::new(upstream), standby, in_flight: AtomicUsize::new(0) }
     }
 
     pub fn in_flight(&self) -> usize {
@@ -75,12 +71,7 @@ impl Pool {
         if !primaries.is_empty() {
             let start = self.next.fetch_add(1, Ordering::Relaxed) % primaries.len();
             order.extend(
-                primaries
-                    .iter()
-                    .cycle()
-                    .skip(start)
-                    .take(primaries.len())
-                    .map(|m| Arc::clone(m)),
+                primaries.iter().cycle().skip(start).take(primaries.len()).map(|m| Arc::clone(m)),
             );
         }
         order.extend(self.members.iter().filter(|m| m.standby).cloned());
@@ -95,11 +86,8 @@ mod tests {
 
     fn member(port: u16, standby: bool) -> Member {
         Member::new(
-            Upstream::new(
-                &format!("http://127.0.0.1:{port}"),
-                UpstreamSettings::default(),
-            )
-            .expect("url"),
+            Upstream::new(&format!("http://127.0.0.1:{port}"), UpstreamSettings::default())
+                .expect("url"),
             standby,
         )
     }
@@ -107,23 +95,13 @@ mod tests {
     fn ports(order: &[Arc<Member>]) -> Vec<String> {
         order
             .iter()
-            .map(|m| {
-                m.upstream
-                    .url()
-                    .rsplit(':')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
+            .map(|m| m.upstream.url().rsplit(':').next().unwrap_or_default().to_owned())
             .collect()
     }
 
     #[test]
     fn primaries_rotate_and_standbys_come_last() {
-        let pool = Pool::new(
-            "p",
-            vec![member(1, false), member(2, true), member(3, false)],
-        );
+        let pool = Pool::new("p", vec![member(1, false), member(2, true), member(3, false)]);
         assert_eq!(ports(&pool.candidates()), ["1", "3", "2"]);
         assert_eq!(ports(&pool.candidates()), ["3", "1", "2"]);
         assert_eq!(ports(&pool.candidates()), ["1", "3", "2"]);

@@ -46,10 +46,9 @@ impl ProxyError {
         match self {
             Self::NoPool(_) | Self::Unreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::NoMembers(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Failed {
-                kind: FailureKind::ResponseTimeout(..),
-                ..
-            } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Failed { kind: FailureKind::ResponseTimeout(..), .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             Self::Failed { .. } => StatusCode::BAD_GATEWAY,
         }
     }
@@ -70,10 +69,7 @@ impl ProxyError {
 
 impl Proxy {
     pub fn new(routes: RouteTable, pools: Vec<Pool>) -> Self {
-        let pools = pools
-            .into_iter()
-            .map(|p| (p.name.clone(), Arc::new(p)))
-            .collect();
+        let pools = pools.into_iter().map(|p| (p.name.clone(), Arc::new(p))).collect();
         Self { routes, pools }
     }
 
@@ -94,10 +90,7 @@ impl Proxy {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let pool_name = self
-            .routes
-            .pool_for(&path, request.uri().query())
-            .to_owned();
+        let pool_name = self.routes.pool_for(&path, request.uri().query()).to_owned();
         let upstream_request = prepare(request, conn);
         let log = AccessLog {
             conn_identity: conn.identity.clone(),
@@ -123,32 +116,23 @@ impl Proxy {
         pool_name: &str,
         request: Request<UpstreamBody>,
     ) -> Result<(String, Response<PooledBody>), ProxyError> {
-        let pool = self
-            .pools
-            .get(pool_name)
-            .ok_or_else(|| ProxyError::NoPool(pool_name.to_owned()))?;
+        let pool =
+            self.pools.get(pool_name).ok_or_else(|| ProxyError::NoPool(pool_name.to_owned()))?;
         let replay = Replay::capture(&request);
         let mut request = Some(request);
         let mut last = None;
         for member in pool.candidates() {
-            let Some(attempt) = request
-                .take()
-                .or_else(|| replay.as_ref().map(Replay::rebuild))
+            let Some(attempt) = request.take().or_else(|| replay.as_ref().map(Replay::rebuild))
             else {
                 break;
             };
             let in_flight = member.start();
             match member.upstream.send(attempt).await {
                 Ok(mut response) => {
-                    response
-                        .body_mut()
-                        .on_done(Box::new(move |_, _| drop(in_flight)));
+                    response.body_mut().on_done(Box::new(move |_, _| drop(in_flight)));
                     return Ok((member.upstream.url().to_owned(), response));
                 }
-                Err(SendFailure {
-                    kind,
-                    request: unsent,
-                }) => {
+                Err(SendFailure { kind, request: unsent }) => {
                     tracing::warn!(pool = pool_name, member = member.upstream.url(), error = %kind, retry = unsent.is_some() || replay.is_some(), "backend attempt failed");
                     let reached_backend = unsent.is_none();
                     request = unsent;
@@ -163,10 +147,7 @@ impl Proxy {
             }
         }
         match last {
-            Some(last) => Err(ProxyError::Unreachable {
-                pool: pool_name.to_owned(),
-                last,
-            }),
+            Some(last) => Err(ProxyError::Unreachable { pool: pool_name.to_owned(), last }),
             None => Err(ProxyError::NoMembers(pool_name.to_owned())),
         }
     }
@@ -213,19 +194,16 @@ fn respond(response: Response<PooledBody>, member: String, log: AccessLog) -> Re
     let (mut parts, mut body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     let status = parts.status;
-    body.on_done(Box::new(move |bytes, _| {
-        log.emit(&member, status, bytes, None)
-    }));
+    body.on_done(Box::new(move |bytes, _| log.emit(&member, status, bytes, None)));
     Response::from_parts(parts, Either::Left(body))
 }
 
 fn error_response(status: StatusCode, message: String) -> Response<ClientBody> {
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(message))));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 

@@ -36,21 +36,12 @@ impl RouteTable {
     /// pool, everything else to the compilers; configured routes are tried first.
     pub fn with_defaults(configured: Vec<Route>) -> Self {
         let mut routes = configured;
-        routes.push(Route {
-            matcher: Matcher::Prefix("/puppet-ca/".into()),
-            pool: CA_POOL.into(),
-        });
+        routes.push(Route { matcher: Matcher::Prefix("/puppet-ca/".into()), pool: CA_POOL.into() });
         // Built from a literal: cannot fail.
         if let Ok(legacy) = Regex::new("^/[^/]+/certificate") {
-            routes.push(Route {
-                matcher: Matcher::Regex(legacy),
-                pool: CA_POOL.into(),
-            });
+            routes.push(Route { matcher: Matcher::Regex(legacy), pool: CA_POOL.into() });
         }
-        Self {
-            routes,
-            fallback: COMPILER_POOL.into(),
-        }
+        Self { routes, fallback: COMPILER_POOL.into() }
     }
 
     /// The pool for a request to `path` with `query`.
@@ -63,10 +54,7 @@ impl RouteTable {
 
     /// Every pool a route can send to (for configuration checks).
     pub fn pools(&self) -> impl Iterator<Item = &str> {
-        self.routes
-            .iter()
-            .map(|r| r.pool.as_str())
-            .chain(std::iter::once(self.fallback.as_str()))
+        self.routes.iter().map(|r| r.pool.as_str()).chain(std::iter::once(self.fallback.as_str()))
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -103,9 +91,7 @@ impl std::fmt::Display for Matcher {
 /// The `environment` query parameter. Environment names are `[a-z0-9_]`, so no decoding is
 /// needed to compare them.
 fn environment_of(query: &str) -> Option<&str> {
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("environment="))
+    query.split('&').find_map(|pair| pair.strip_prefix("environment="))
 }
 
 #[cfg(test)]
@@ -121,11 +107,7 @@ mod tests {
             ("/production/certificate/ca", None, "ca"),
             ("/production/certificate_revocation_list/ca", None, "ca"),
             ("/production/certificate_status/x", None, "ca"),
-            (
-                "/puppet/v3/catalog/agent1",
-                Some("environment=production"),
-                "compilers",
-            ),
+            ("/puppet/v3/catalog/agent1", Some("environment=production"), "compilers"),
             ("/puppet/v3/node/agent1", None, "compilers"),
             ("/status/v1/simple", None, "compilers"),
             ("/", None, "compilers"),
@@ -140,37 +122,15 @@ mod tests {
     #[test]
     fn configured_routes_come_first() {
         let table = RouteTable::with_defaults(vec![
-            Route {
-                matcher: Matcher::Environment("canary".into()),
-                pool: "canary".into(),
-            },
-            Route {
-                matcher: Matcher::Prefix("/puppet/v3/file_".into()),
-                pool: "files".into(),
-            },
+            Route { matcher: Matcher::Environment("canary".into()), pool: "canary".into() },
+            Route { matcher: Matcher::Prefix("/puppet/v3/file_".into()), pool: "files".into() },
         ]);
         let cases = [
             ("/puppet/v3/catalog/a", Some("environment=canary"), "canary"),
-            (
-                "/puppet/v3/catalog/a",
-                Some("x=1&environment=canary&y=2"),
-                "canary",
-            ),
-            (
-                "/puppet/v3/catalog/a",
-                Some("environment=canary2"),
-                "compilers",
-            ),
-            (
-                "/puppet/v3/catalog/a",
-                Some("configured_environment=canary"),
-                "compilers",
-            ),
-            (
-                "/puppet/v3/file_metadatas/plugins",
-                Some("environment=production"),
-                "files",
-            ),
+            ("/puppet/v3/catalog/a", Some("x=1&environment=canary&y=2"), "canary"),
+            ("/puppet/v3/catalog/a", Some("environment=canary2"), "compilers"),
+            ("/puppet/v3/catalog/a", Some("configured_environment=canary"), "compilers"),
+            ("/puppet/v3/file_metadatas/plugins", Some("environment=production"), "files"),
             ("/puppet-ca/v1/certificate/ca", None, "ca"),
         ];
         for (path, query, pool) in cases {

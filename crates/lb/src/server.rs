@@ -87,10 +87,8 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| c.as_ref().to_vec());
-            let info = Arc::new(ConnInfo {
-                peer,
-                identity: ClientIdentity::from_peer(leaf.as_deref()),
-            });
+            let info =
+                Arc::new(ConnInfo { peer, identity: ClientIdentity::from_peer(leaf.as_deref()) });
             let service = service_fn(move |request| {
                 let proxy = proxy.clone();
                 let info = info.clone();
@@ -104,10 +102,7 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!(grace = ?settings.drain_grace, "stopped accepting; draining open connections");
-    if tokio::time::timeout(settings.drain_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(settings.drain_grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain grace period over; closing the remaining connections");
     }
 }

@@ -44,11 +44,7 @@ pub struct TlsSnapshot {
 #[derive(Debug, Error)]
 pub enum TlsError {
     #[error("{what} {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { what: &'static str, path: PathBuf, source: std::io::Error },
     #[error("{what}: {reason}")]
     Invalid { what: &'static str, reason: String },
     #[error("TLS configuration rejected: {0}")]
@@ -95,10 +91,7 @@ impl TlsSnapshot {
             .first()
             .map(|der| pki::crl::CrlInfo::from_der(der))
             .transpose()
-            .map_err(|e| TlsError::Invalid {
-                what: "CRL",
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| TlsError::Invalid { what: "CRL", reason: e.to_string() })?;
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .with_crls(crls)
@@ -111,28 +104,18 @@ impl TlsSnapshot {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config.session_storage = rustls::server::ServerSessionMemoryCache::new(64 * 1024);
         config.send_tls13_tickets = 2;
-        Ok(Self {
-            config: Arc::new(config),
-            material,
-            crl,
-            built_at: SystemTime::now(),
-        })
+        Ok(Self { config: Arc::new(config), material, crl, built_at: SystemTime::now() })
     }
 }
 
 fn certificates(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let blocks = pki::pemfile::blocks(pem, "CERTIFICATE").map_err(|e| TlsError::Invalid {
-        what,
-        reason: e.to_string(),
-    })?;
+    let blocks = pki::pemfile::blocks(pem, "CERTIFICATE")
+        .map_err(|e| TlsError::Invalid { what, reason: e.to_string() })?;
     Ok(blocks.into_iter().map(CertificateDer::from).collect())
 }
 
 fn private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let invalid = |reason: String| TlsError::Invalid {
-        what: "key",
-        reason,
-    };
+    let invalid = |reason: String| TlsError::Invalid { what: "key", reason };
     let der =
         pki::pemfile::single_block(pem, &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"])
             .map_err(|e| invalid(e.to_string()))?;
@@ -142,10 +125,9 @@ fn private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
 fn roots(pem: &[u8]) -> Result<RootCertStore, TlsError> {
     let mut store = RootCertStore::empty();
     for cert in certificates(pem, "client CA bundle")? {
-        store.add(cert).map_err(|e| TlsError::Invalid {
-            what: "client CA bundle",
-            reason: e.to_string(),
-        })?;
+        store
+            .add(cert)
+            .map_err(|e| TlsError::Invalid { what: "client CA bundle", reason: e.to_string() })?;
     }
     Ok(store)
 }
@@ -154,12 +136,7 @@ fn crls(pem: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsErr
     if pem.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
     }
-    let blocks = pki::pemfile::blocks(pem, "X509 CRL").map_err(|e| TlsError::Invalid {
-        what: "CRL",
-        reason: e.to_string(),
-    })?;
-    Ok(blocks
-        .into_iter()
-        .map(CertificateRevocationListDer::from)
-        .collect())
+    let blocks = pki::pemfile::blocks(pem, "X509 CRL")
+        .map_err(|e| TlsError::Invalid { what: "CRL", reason: e.to_string() })?;
+    Ok(blocks.into_iter().map(CertificateRevocationListDer::from).collect())
 }

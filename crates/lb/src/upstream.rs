@@ -91,9 +91,7 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream")
-            .field("url", &self.url)
-            .finish_non_exhaustive()
+        f.debug_struct("Upstream").field("url", &self.url).finish_non_exhaustive()
     }
 }
 
@@ -107,10 +105,7 @@ pub struct UrlError {
 impl Upstream {
     /// A member at `url` (`http://host:port`).
     pub fn new(url: &str, settings: UpstreamSettings) -> Result<Self, UrlError> {
-        let err = |reason| UrlError {
-            url: url.to_owned(),
-            reason,
-        };
+        let err = |reason| UrlError { url: url.to_owned(), reason };
         let uri: Uri = url.parse().map_err(|_| err("not a URL"))?;
         if uri.scheme_str() != Some("http") {
             return Err(err(
@@ -153,12 +148,7 @@ impl Upstream {
         }
         let sender = match self.connect().await {
             Ok(sender) => sender,
-            Err(kind) => {
-                return Err(SendFailure {
-                    kind,
-                    request: Some(request),
-                })
-            }
+            Err(kind) => return Err(SendFailure { kind, request: Some(request) }),
         };
         match self.exchange(sender, request).await {
             Exchange::Done(result) => result,
@@ -235,9 +225,9 @@ impl Upstream {
                 kind: FailureKind::ResponseTimeout(self.url.clone(), timeout),
                 request: None,
             })),
-            Ok(Ok(response)) => Exchange::Done(Ok(
-                response.map(|body| PooledBody::new(body, sender, self.clone()))
-            )),
+            Ok(Ok(response)) => {
+                Exchange::Done(Ok(response.map(|body| PooledBody::new(body, sender, self.clone()))))
+            }
             Ok(Err(mut e)) => match e.take_message() {
                 Some(request) => Exchange::Unsent(request),
                 None => Exchange::Done(Err(SendFailure {
@@ -268,12 +258,7 @@ pub struct PooledBody {
 
 impl PooledBody {
     fn new(inner: Incoming, sender: SendRequest<UpstreamBody>, upstream: Arc<Upstream>) -> Self {
-        let mut body = Self {
-            inner,
-            reuse: Some((sender, upstream)),
-            bytes: 0,
-            on_done: None,
-        };
+        let mut body = Self { inner, reuse: Some((sender, upstream)), bytes: 0, on_done: None };
         if body.inner.is_end_stream() {
             body.release();
         }
@@ -358,14 +343,8 @@ mod tests {
     #[test]
     fn member_urls() {
         let ok = |url: &str| Upstream::new(url, UpstreamSettings::default()).map(|u| u.authority);
-        assert_eq!(
-            ok("http://127.0.0.1:8141").ok().as_deref(),
-            Some("127.0.0.1:8141")
-        );
-        assert_eq!(
-            ok("http://ca1.example.com/").ok().as_deref(),
-            Some("ca1.example.com:80")
-        );
+        assert_eq!(ok("http://127.0.0.1:8141").ok().as_deref(), Some("127.0.0.1:8141"));
+        assert_eq!(ok("http://ca1.example.com/").ok().as_deref(), Some("ca1.example.com:80"));
         assert!(ok("https://127.0.0.1:8141").is_err());
         assert!(ok("http://127.0.0.1:8141/puppet").is_err());
         assert!(ok("127.0.0.1:8141").is_err());

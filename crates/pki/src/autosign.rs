@@ -30,11 +30,7 @@ fn parse_line(line: &str) -> Rule {
         return Rule::Any;
     }
     if line.starts_with('*') {
-        let labels = line
-            .split('.')
-            .skip(1)
-            .map(str::to_ascii_lowercase)
-            .collect();
+        let labels = line.split('.').skip(1).map(str::to_ascii_lowercase).collect();
         return Rule::Domain(labels);
     }
     Rule::Exact(line.to_owned())
@@ -49,11 +45,7 @@ impl Rule {
             Self::Domain(labels) => {
                 let name: Vec<String> = certname.split('.').map(str::to_ascii_lowercase).collect();
                 name.len() >= labels.len()
-                    && name
-                        .iter()
-                        .rev()
-                        .zip(labels.iter().rev())
-                        .all(|(a, b)| a == b)
+                    && name.iter().rev().zip(labels.iter().rev()).all(|(a, b)| a == b)
             }
         }
     }
@@ -89,11 +81,7 @@ mod tests {
             ("\n\n*.ok.net\r\n", "a.ok.net", true),
         ];
         for (text, name, expected) in cases {
-            assert_eq!(
-                matches(&parse(text), name),
-                *expected,
-                "{text:?} vs {name:?}"
-            );
+            assert_eq!(matches(&parse(text), name), *expected, "{text:?} vs {name:?}");
         }
     }
 

@@ -58,13 +58,8 @@ fn has_valid_labels(name: &str) -> bool {
 
 /// `^[\p{Alnum}\-_]*[\p{Alnum}_]$` with Java's ASCII-only `\p{Alnum}`.
 fn is_valid_label(label: &str) -> bool {
-    let inner_ok = label
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    let last_ok = label
-        .bytes()
-        .last()
-        .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let inner_ok = label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let last_ok = label.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
     inner_ok && last_ok
 }
 

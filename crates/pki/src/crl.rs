@@ -88,8 +88,7 @@ pub fn verify_signature(crl_der: &[u8], issuer_spki_der: &[u8]) -> Result<(), Cr
         CertificateRevocationList::from_der(crl_der).map_err(|e| CrlError::Parse(e.to_string()))?;
     let (_, spki) = SubjectPublicKeyInfo::from_der(issuer_spki_der)
         .map_err(|e| CrlError::Signature(e.to_string()))?;
-    crl.verify_signature(&spki)
-        .map_err(|e| CrlError::Signature(e.to_string()))
+    crl.verify_signature(&spki).map_err(|e| CrlError::Signature(e.to_string()))
 }
 
 /// Signs a CRL with `entries`, numbered `number`, valid from `this_update` for [`CRL_LIFETIME`].
@@ -137,13 +136,7 @@ pub fn revoke(
         return Ok(None);
     }
     let this_update = now - time::Duration::seconds(1);
-    build(
-        signer,
-        &entries,
-        current.number.saturating_add(1),
-        this_update,
-    )
-    .map(Some)
+    build(signer, &entries, current.number.saturating_add(1), this_update).map(Some)
 }
 
 fn revoked_params(entry: &RevokedEntry) -> RevokedCertParams {

@@ -134,14 +134,7 @@ impl Csr {
         let extensions = requested_extensions(&csr)?;
         let alt_names = alt_names_of(&csr)?;
         let signature_valid = csr.verify_signature().is_ok();
-        Ok(Self {
-            der,
-            common_name,
-            public_key,
-            extensions,
-            alt_names,
-            signature_valid,
-        })
+        Ok(Self { der, common_name, public_key, extensions, alt_names, signature_valid })
     }
 
     pub fn der(&self) -> &[u8] {
@@ -180,19 +173,11 @@ impl PublicKeyInfo {
     pub(crate) fn from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Self {
         let algorithm = spki.algorithm.algorithm.to_id_string();
         let kind = match algorithm.as_str() {
-            OID_RSA => KeyKind::Rsa {
-                bits: rsa_modulus_bits(spki),
-            },
-            OID_EC => KeyKind::Ec {
-                curve: ec_curve(spki),
-            },
+            OID_RSA => KeyKind::Rsa { bits: rsa_modulus_bits(spki) },
+            OID_EC => KeyKind::Ec { curve: ec_curve(spki) },
             _ => KeyKind::Other { algorithm },
         };
-        Self {
-            spki_der: spki.raw.to_vec(),
-            key_bits: spki.subject_public_key.data.to_vec(),
-            kind,
-        }
+        Self { spki_der: spki.raw.to_vec(), key_bits: spki.subject_public_key.data.to_vec(), kind }
     }
 
     /// Parses a DER SubjectPublicKeyInfo.
@@ -215,11 +200,7 @@ fn rsa_modulus_bits(spki: &SubjectPublicKeyInfo<'_>) -> usize {
 }
 
 fn ec_curve(spki: &SubjectPublicKeyInfo<'_>) -> EcCurve {
-    let curve = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.as_oid().ok());
+    let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok());
     match curve.map(|oid| oid.to_id_string()).as_deref() {
         Some(OID_P256) => EcCurve::P256,
         Some(OID_P384) => EcCurve::P384,
@@ -228,10 +209,7 @@ fn ec_curve(spki: &SubjectPublicKeyInfo<'_>) -> EcCurve {
 }
 
 pub(crate) fn first_common_name(name: &x509_parser::x509::X509Name<'_>) -> Option<String> {
-    name.iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .map(str::to_owned)
+    name.iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_owned)
 }
 
 fn requested_extensions(
@@ -290,7 +268,5 @@ fn ip_from_bytes(bytes: &[u8]) -> Result<IpAddr, CsrError> {
     if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
         return Ok(IpAddr::from(v4));
     }
-    <[u8; 16]>::try_from(bytes)
-        .map(IpAddr::from)
-        .map_err(|_| CsrError::BadAltNames)
+    <[u8; 16]>::try_from(bytes).map(IpAddr::from).map_err(|_| CsrError::BadAltNames)
 }

@@ -22,10 +22,8 @@ pub(crate) const BASIC_CONSTRAINTS_CA: &[u8] = &[0x30, 0x03, 0x01, 0x01, 0xff];
 pub(crate) fn ext_key_usage_server_client() -> Vec<u8> {
     yasna::construct_der(|w| {
         w.write_sequence(|w| {
-            w.next()
-                .write_oid(&ObjectIdentifier::from_slice(SERVER_AUTH));
-            w.next()
-                .write_oid(&ObjectIdentifier::from_slice(CLIENT_AUTH));
+            w.next().write_oid(&ObjectIdentifier::from_slice(SERVER_AUTH));
+            w.next().write_oid(&ObjectIdentifier::from_slice(CLIENT_AUTH));
         })
     })
 }
@@ -50,19 +48,16 @@ pub(crate) fn authority_key_identifier(
 ) -> Vec<u8> {
     yasna::construct_der(|w| {
         w.write_sequence(|w| {
-            w.next()
-                .write_tagged_implicit(Tag::context(0), |w| w.write_bytes(key_id));
+            w.next().write_tagged_implicit(Tag::context(0), |w| w.write_bytes(key_id));
             let Some((name_der, serial)) = issuer_of_issuer else {
                 return;
             };
             w.next().write_tagged_implicit(Tag::context(1), |w| {
                 w.write_sequence(|w| {
-                    w.next()
-                        .write_tagged(Tag::context(4), |w| w.write_der(name_der));
+                    w.next().write_tagged(Tag::context(4), |w| w.write_der(name_der));
                 })
             });
-            w.next()
-                .write_tagged_implicit(Tag::context(2), |w| w.write_bigint_bytes(serial, true));
+            w.next().write_tagged_implicit(Tag::context(2), |w| w.write_bigint_bytes(serial, true));
         })
     })
 }
@@ -73,9 +68,9 @@ pub(crate) fn subject_alt_names(names: &[AltName]) -> Vec<u8> {
         w.write_sequence(|w| {
             for name in names {
                 match name {
-                    AltName::Dns(dns) => w
-                        .next()
-                        .write_tagged_implicit(Tag::context(2), |w| w.write_ia5_string(dns)),
+                    AltName::Dns(dns) => {
+                        w.next().write_tagged_implicit(Tag::context(2), |w| w.write_ia5_string(dns))
+                    }
                     AltName::Ip(ip) => w
                         .next()
                         .write_tagged_implicit(Tag::context(7), |w| w.write_bytes(&ip_bytes(ip))),

@@ -105,10 +105,7 @@ pub fn name_common_name(der: &[u8]) -> Option<String> {
 
 fn note_authorization(oid_text: &str, value: &[u8], into: &mut BTreeMap<String, String>) {
     if oid::is_under(oid_text, oid::PP_AUTH_CERT_EXT) {
-        into.insert(
-            oid::display_name(oid_text).to_owned(),
-            extension_text(value),
-        );
+        into.insert(oid::display_name(oid_text).to_owned(), extension_text(value));
     }
 }
 
@@ -127,17 +124,9 @@ fn ordered_alt_names(names: &[AltName]) -> Vec<String> {
 }
 
 fn dns_only(names: &[AltName]) -> Vec<String> {
-    names
-        .iter()
-        .filter(|n| matches!(n, AltName::Dns(_)))
-        .map(ToString::to_string)
-        .collect()
+    names.iter().filter(|n| matches!(n, AltName::Dns(_))).map(ToString::to_string).collect()
 }
 
 fn hex_colon(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }

@@ -29,9 +29,7 @@ pub fn parse(text: &str) -> impl Iterator<Item = Entry> + '_ {
         let _not_before = fields.next()?;
         let _not_after = fields.next()?;
         let subject = fields.collect::<Vec<_>>().join(" ");
-        subject
-            .starts_with('/')
-            .then_some(Entry { serial, subject })
+        subject.starts_with('/').then_some(Entry { serial, subject })
     })
 }
 
@@ -53,15 +51,9 @@ mod tests {
         let entries: Vec<Entry> = parse(&text).collect();
         assert_eq!(
             entries,
-            vec![Entry {
-                serial: Serial::new(3),
-                subject: "/CN=agent1.example.com".into()
-            }]
+            vec![Entry { serial: Serial::new(3), subject: "/CN=agent1.example.com".into() }]
         );
         let lower = "0x00ff 2026-11-23T16:07:43UTC 2026-11-25T16:07:43UTC /CN=x\n";
-        assert_eq!(
-            parse(lower).next().map(|e| e.serial),
-            Some(Serial::new(255))
-        );
+        assert_eq!(parse(lower).next().map(|e| e.serial), Some(Serial::new(255)));
     }
 }

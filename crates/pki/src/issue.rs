@@ -48,10 +48,7 @@ impl Validity {
     /// puppetserver's rule: from one day before `now` until `now + ttl`, to the second.
     pub fn puppet(now: OffsetDateTime, ttl: Duration) -> Self {
         let now = now.replace_nanosecond(0).unwrap_or(now);
-        Self {
-            not_before: now - BACKDATE,
-            not_after: now + ttl,
-        }
+        Self { not_before: now - BACKDATE, not_after: now + ttl }
     }
 }
 
@@ -79,9 +76,7 @@ pub struct CaSigner {
 
 impl std::fmt::Debug for CaSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CaSigner")
-            .field("subject", &self.subject)
-            .finish_non_exhaustive()
+        f.debug_struct("CaSigner").field("subject", &self.subject).finish_non_exhaustive()
     }
 }
 
@@ -137,14 +132,7 @@ impl CaSigner {
         let own_serial = cert.raw_serial().to_vec();
         let subject = cert.subject().to_string();
         let issuer = Issuer::from_ca_cert_der(&cert_der.clone().into(), key)?;
-        Ok(Self {
-            issuer,
-            cert_der,
-            key_id,
-            own_issuer_der,
-            own_serial,
-            subject,
-        })
+        Ok(Self { issuer, cert_der, key_id, own_issuer_der, own_serial, subject })
     }
 
     pub fn cert_der(&self) -> &[u8] {
@@ -178,20 +166,12 @@ impl CaSigner {
         let cert = params.signed_by(&spki, &self.issuer)?;
         let der = cert.der().to_vec();
         let pem = pemfile::encode("CERTIFICATE", &der);
-        Ok(IssuedCert {
-            der,
-            pem,
-            serial,
-            validity,
-        })
+        Ok(IssuedCert { der, pem, serial, validity })
     }
 
     fn leaf_extensions(&self, request: &CertRequest) -> Vec<CustomExtension> {
-        let mut exts = vec![ext(
-            OID_NETSCAPE_COMMENT,
-            der::ia5_string(oid::NETSCAPE_COMMENT_TEXT),
-            false,
-        )];
+        let mut exts =
+            vec![ext(OID_NETSCAPE_COMMENT, der::ia5_string(oid::NETSCAPE_COMMENT_TEXT), false)];
         if let Some(key_id) = &self.key_id {
             let aki = der::authority_key_identifier(
                 key_id,
@@ -201,26 +181,14 @@ impl CaSigner {
         }
         let key_id = sha1(&request.public_key.key_bits);
         exts.push(ext(OID_SKI, der::octet_string(&key_id), false));
-        exts.push(ext(
-            OID_SAN,
-            der::subject_alt_names(&alt_names_with_cn(request)),
-            false,
-        ));
+        exts.push(ext(OID_SAN, der::subject_alt_names(&alt_names_with_cn(request)), false));
         exts.extend(carried_extensions(request));
         if request.cli_auth {
             exts.push(ext(OID_PP_CLI_AUTH, der::utf8_string("true"), false));
         }
         exts.push(ext(OID_KEY_USAGE, der::KEY_USAGE_LEAF.to_vec(), true));
-        exts.push(ext(
-            OID_EXT_KEY_USAGE,
-            der::ext_key_usage_server_client(),
-            true,
-        ));
-        exts.push(ext(
-            OID_BASIC_CONSTRAINTS,
-            der::BASIC_CONSTRAINTS_LEAF.to_vec(),
-            true,
-        ));
+        exts.push(ext(OID_EXT_KEY_USAGE, der::ext_key_usage_server_client(), true));
+        exts.push(ext(OID_BASIC_CONSTRAINTS, der::BASIC_CONSTRAINTS_LEAF.to_vec(), true));
         exts
     }
 }
@@ -237,18 +205,10 @@ pub fn self_signed_ca(
     let mut params = base_params(&format!("Puppet CA: {ca_name}"), Serial::FIRST, validity);
     let key_id = sha1(&subject_public_key_bits(&key.subject_public_key_info())?);
     params.custom_extensions = vec![
-        ext(
-            OID_NETSCAPE_COMMENT,
-            der::ia5_string(oid::NETSCAPE_COMMENT_TEXT),
-            false,
-        ),
+        ext(OID_NETSCAPE_COMMENT, der::ia5_string(oid::NETSCAPE_COMMENT_TEXT), false),
         ext(OID_AKI, der::authority_key_identifier(&key_id, None), false),
         ext(OID_SKI, der::octet_string(&key_id), false),
-        ext(
-            OID_BASIC_CONSTRAINTS,
-            der::BASIC_CONSTRAINTS_CA.to_vec(),
-            true,
-        ),
+        ext(OID_BASIC_CONSTRAINTS, der::BASIC_CONSTRAINTS_CA.to_vec(), true),
         ext(OID_KEY_USAGE, der::KEY_USAGE_CA.to_vec(), true),
     ];
     Ok(params.self_signed(key)?.der().to_vec())
@@ -292,14 +252,10 @@ fn ext(oid: &[u64], value: Vec<u8>, critical: bool) -> CustomExtension {
 }
 
 fn subject_key_id(cert: &X509Certificate<'_>) -> Option<Vec<u8>> {
-    cert.extensions()
-        .iter()
-        .find_map(|e| match e.parsed_extension() {
-            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(id) => {
-                Some(id.0.to_vec())
-            }
-            _ => None,
-        })
+    cert.extensions().iter().find_map(|e| match e.parsed_extension() {
+        x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+        _ => None,
+    })
 }
 
 fn subject_public_key_bits(spki_der: &[u8]) -> Result<Vec<u8>, IssueError> {
@@ -310,7 +266,5 @@ fn subject_public_key_bits(spki_der: &[u8]) -> Result<Vec<u8>, IssueError> {
 
 /// RFC 5280 method 1 key identifier: SHA-1 of the subjectPublicKey bits.
 pub(crate) fn sha1(bytes: &[u8]) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes)
-        .as_ref()
-        .to_vec()
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes).as_ref().to_vec()
 }

@@ -21,10 +21,7 @@ pub enum KeyError {
     #[error("unknown key algorithm {0:?}: expected rsa-4096, rsa-2048, ec-p256 or ec-p384")]
     UnknownAlgorithm(String),
     #[error("could not generate a {alg} key: {source}")]
-    Generate {
-        alg: KeyAlgorithm,
-        source: rcgen::Error,
-    },
+    Generate { alg: KeyAlgorithm, source: rcgen::Error },
     #[error("not a usable private key (PKCS#8, PKCS#1 RSA or SEC1 EC, unencrypted): {0}")]
     Load(rcgen::Error),
 }

@@ -51,16 +51,12 @@ const SHORT_NAMES: &[(&str, &str)] = &[
 
 /// Puppet's short name for `oid`, or the dotted form when it has none.
 pub fn display_name(oid: &str) -> &str {
-    SHORT_NAMES
-        .iter()
-        .find(|(dotted, _)| *dotted == oid)
-        .map_or(oid, |(_, short)| short)
+    SHORT_NAMES.iter().find(|(dotted, _)| *dotted == oid).map_or(oid, |(_, short)| short)
 }
 
 /// Whether `oid` lies strictly below `arc`.
 pub fn is_under(oid: &str, arc: &str) -> bool {
-    oid.strip_prefix(arc)
-        .is_some_and(|rest| rest.starts_with('.') && rest.len() > 1)
+    oid.strip_prefix(arc).is_some_and(|rest| rest.starts_with('.') && rest.len() > 1)
 }
 
 /// The CSR extensions puppetserver signs: SAN and the three Puppet arcs, minus `pp_cli_auth`.

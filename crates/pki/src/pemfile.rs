@@ -8,10 +8,7 @@ pub enum PemError {
     #[error("not valid PEM: {0}")]
     Malformed(String),
     #[error("expected a PEM block labelled {expected}, found {found}")]
-    WrongLabel {
-        expected: &'static str,
-        found: String,
-    },
+    WrongLabel { expected: &'static str, found: String },
     #[error("no PEM block labelled {0} found")]
     Missing(&'static str),
     #[error("expected exactly one PEM block, found {0}")]
@@ -24,10 +21,7 @@ pub fn blocks(text: &[u8], label: &'static str) -> Result<Vec<Vec<u8>>, PemError
     let mut out = Vec::with_capacity(parsed.len());
     for block in parsed {
         if block.tag() != label {
-            return Err(PemError::WrongLabel {
-                expected: label,
-                found: block.tag().to_owned(),
-            });
+            return Err(PemError::WrongLabel { expected: label, found: block.tag().to_owned() });
         }
         out.push(block.into_contents());
     }
@@ -45,10 +39,7 @@ pub fn single_block(text: &[u8], labels: &[&'static str]) -> Result<Vec<u8>, Pem
     }
     let block = parsed.remove(0);
     if !labels.contains(&block.tag()) {
-        return Err(PemError::WrongLabel {
-            expected: labels[0],
-            found: block.tag().to_owned(),
-        });
+        return Err(PemError::WrongLabel { expected: labels[0], found: block.tag().to_owned() });
     }
     Ok(block.into_contents())
 }
@@ -107,15 +98,9 @@ mod tests {
             Err(PemError::NotOne(2))
         );
         assert!(matches!(
-            single_block(
-                encode("CERTIFICATE", b"x").as_bytes(),
-                &["CERTIFICATE REQUEST"]
-            ),
+            single_block(encode("CERTIFICATE", b"x").as_bytes(), &["CERTIFICATE REQUEST"]),
             Err(PemError::WrongLabel { .. })
         ));
-        assert_eq!(
-            single_block(b"", &["CERTIFICATE REQUEST"]),
-            Err(PemError::NotOne(0))
-        );
+        assert_eq!(single_block(b"", &["CERTIFICATE REQUEST"]), Err(PemError::NotOne(0)));
     }
 }

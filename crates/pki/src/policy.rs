@@ -60,10 +60,7 @@ pub enum PolicyViolation {
 pub fn check_subject(name: &Certname, csr: &Csr) -> Result<(), PolicyViolation> {
     let cn = csr.common_name().unwrap_or_default();
     if cn != name.as_str() {
-        return Err(PolicyViolation::NameMismatch {
-            cn: cn.to_owned(),
-            name: name.to_string(),
-        });
+        return Err(PolicyViolation::NameMismatch { cn: cn.to_owned(), name: name.to_string() });
     }
     Certname::parse(cn)?;
     Ok(())
@@ -98,15 +95,9 @@ impl CsrPolicy {
             });
         }
         if names.iter().any(|n| matches!(n, AltName::Other(_))) {
-            return Err(PolicyViolation::AltNameKind {
-                name: name.to_string(),
-                names: listed(),
-            });
+            return Err(PolicyViolation::AltNameKind { name: name.to_string(), names: listed() });
         }
-        if names
-            .iter()
-            .any(|n| matches!(n, AltName::Dns(d) if d.contains('*')))
-        {
+        if names.iter().any(|n| matches!(n, AltName::Dns(d) if d.contains('*'))) {
             return Err(PolicyViolation::AltNameWildcard {
                 name: name.to_string(),
                 names: listed(),
@@ -120,14 +111,10 @@ impl CsrPolicy {
         name: &Certname,
         csr: &Csr,
     ) -> Result<(), PolicyViolation> {
-        let has_auth = csr
-            .extensions()
-            .iter()
-            .any(|e| oid::is_under(&e.oid, oid::PP_AUTH_CERT_EXT));
+        let has_auth =
+            csr.extensions().iter().any(|e| oid::is_under(&e.oid, oid::PP_AUTH_CERT_EXT));
         if has_auth && !self.allow_authorization_extensions {
-            return Err(PolicyViolation::AuthorizationExtension {
-                name: name.to_string(),
-            });
+            return Err(PolicyViolation::AuthorizationExtension { name: name.to_string() });
         }
         Ok(())
     }
@@ -143,35 +130,25 @@ fn check_whitelist(csr: &Csr) -> Result<(), PolicyViolation> {
     if refused.is_empty() {
         return Ok(());
     }
-    Err(PolicyViolation::ExtensionsNotPermitted(join(
-        refused.into_iter(),
-    )))
+    Err(PolicyViolation::ExtensionsNotPermitted(join(refused.into_iter())))
 }
 
 fn check_key(name: &Certname, csr: &Csr) -> Result<(), PolicyViolation> {
-    let unsupported = |what: String| PolicyViolation::UnsupportedKey {
-        name: name.to_string(),
-        what,
-    };
+    let unsupported =
+        |what: String| PolicyViolation::UnsupportedKey { name: name.to_string(), what };
     match &csr.public_key().kind {
         KeyKind::Rsa { bits } if *bits >= MIN_RSA_BITS => Ok(()),
-        KeyKind::Rsa { bits } => Err(PolicyViolation::WeakRsaKey {
-            name: name.to_string(),
-            bits: *bits,
-        }),
-        KeyKind::Ec {
-            curve: EcCurve::P256 | EcCurve::P384,
-        } => Ok(()),
-        KeyKind::Ec {
-            curve: EcCurve::Unsupported,
-        } => Err(unsupported("an EC curve other than P-256 or P-384".into())),
+        KeyKind::Rsa { bits } => {
+            Err(PolicyViolation::WeakRsaKey { name: name.to_string(), bits: *bits })
+        }
+        KeyKind::Ec { curve: EcCurve::P256 | EcCurve::P384 } => Ok(()),
+        KeyKind::Ec { curve: EcCurve::Unsupported } => {
+            Err(unsupported("an EC curve other than P-256 or P-384".into()))
+        }
         KeyKind::Other { algorithm } => Err(unsupported(format!("algorithm {algorithm}"))),
     }
 }
 
 fn join<T: AsRef<str>>(items: impl Iterator<Item = T>) -> String {
-    items
-        .map(|s| s.as_ref().to_owned())
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.map(|s| s.as_ref().to_owned()).collect::<Vec<_>>().join(", ")
 }

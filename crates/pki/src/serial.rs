@@ -32,16 +32,11 @@ impl Serial {
     /// Ruby CLI lower-case unpadded).
     pub fn parse_file(text: &str) -> Result<Self, SerialError> {
         let hex = text.trim();
-        let hex = hex
-            .strip_prefix("0x")
-            .or_else(|| hex.strip_prefix("0X"))
-            .unwrap_or(hex);
+        let hex = hex.strip_prefix("0x").or_else(|| hex.strip_prefix("0X")).unwrap_or(hex);
         if hex.is_empty() || hex.len() > 16 {
             return Err(SerialError(text.to_owned()));
         }
-        u64::from_str_radix(hex, 16)
-            .map(Self)
-            .map_err(|_| SerialError(text.to_owned()))
+        u64::from_str_radix(hex, 16).map(Self).map_err(|_| SerialError(text.to_owned()))
     }
 
     /// The `serial` file's content as puppetserver writes it.
@@ -58,11 +53,7 @@ impl Serial {
         if significant.len() > 8 {
             return None;
         }
-        Some(Self(
-            significant
-                .iter()
-                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
-        ))
+        Some(Self(significant.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))))
     }
 
     /// Big-endian bytes without leading zeros (a zero serial is one zero byte).
@@ -98,11 +89,7 @@ mod tests {
             ("10000000000000000", None),
         ];
         for (text, expected) in cases {
-            assert_eq!(
-                Serial::parse_file(text).ok().map(Serial::value),
-                expected,
-                "{text:?}"
-            );
+            assert_eq!(Serial::parse_file(text).ok().map(Serial::value), expected, "{text:?}");
         }
         assert_eq!(Serial::new(4).to_file(), "0004");
         assert_eq!(Serial::new(0x12345).to_file(), "12345");

@@ -12,8 +12,7 @@ const PUPPET_DATE: &[FormatItem<'static>] =
 pub fn puppet_date(t: OffsetDateTime) -> String {
     let utc = t.to_offset(time::UtcOffset::UTC);
     // The format only has numeric fields, so it cannot fail for an in-range date.
-    utc.format(PUPPET_DATE)
-        .unwrap_or_else(|_| utc.unix_timestamp().to_string())
+    utc.format(PUPPET_DATE).unwrap_or_else(|_| utc.unix_timestamp().to_string())
 }
 
 /// A duration string that does not follow Puppet's `<number>[smhdy]` form.
@@ -39,10 +38,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         "y" => 365 * 86_400,
         _ => return Err(err()),
     };
-    number
-        .checked_mul(unit_secs)
-        .map(Duration::from_secs)
-        .ok_or_else(err)
+    number.checked_mul(unit_secs).map(Duration::from_secs).ok_or_else(err)
 }
 
 #[cfg(test)]
@@ -66,11 +62,7 @@ mod tests {
             ("99999999999999999999y", None),
         ];
         for (text, secs) in cases {
-            assert_eq!(
-                parse_duration(text).ok().map(|d| d.as_secs()),
-                secs,
-                "{text:?}"
-            );
+            assert_eq!(parse_duration(text).ok().map(|d| d.as_secs()), secs, "{text:?}");
         }
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
     }

@@ -17,9 +17,7 @@ fn fixture(name: &str) -> Csr {
 }
 
 fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .expect("zero nanos")
+    OffsetDateTime::now_utc().replace_nanosecond(0).expect("zero nanos")
 }
 
 fn new_ca(alg: KeyAlgorithm) -> CaSigner {
@@ -32,21 +30,16 @@ fn new_ca(alg: KeyAlgorithm) -> CaSigner {
 fn issue(ca: &CaSigner, csr: &str, serial: u64) -> pki::IssuedCert {
     let name = Certname::parse("agent1.example.com").expect("name");
     let request = CertRequest::from_csr(name, &fixture(csr));
-    ca.issue(
-        &request,
-        Serial::new(serial),
-        Validity::puppet(now(), DEFAULT_CERT_TTL),
-    )
-    .expect("issue")
+    ca.issue(&request, Serial::new(serial), Validity::puppet(now(), DEFAULT_CERT_TTL))
+        .expect("issue")
 }
 
 fn san_text(name: &GeneralName<'_>) -> String {
     match name {
         GeneralName::DNSName(dns) => format!("DNS:{dns}"),
-        GeneralName::IPAddress(ip) => format!(
-            "IP:{}",
-            std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*ip).expect("v4"))
-        ),
+        GeneralName::IPAddress(ip) => {
+            format!("IP:{}", std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*ip).expect("v4")))
+        }
         other => panic!("unexpected {other}"),
     }
 }
@@ -81,34 +74,22 @@ fn issued_certificate_follows_puppetservers_profile() {
     let nb = cert.validity().not_before.to_datetime();
     let na = cert.validity().not_after.to_datetime();
     assert!(
-        (now() - ::time::Duration::days(1) - nb)
-            .whole_seconds()
-            .abs()
-            <= 2,
+        (now() - ::time::Duration::days(1) - nb).whole_seconds().abs() <= 2,
         "notBefore is now - 1 day"
     );
-    assert_eq!(
-        (na - nb).whole_seconds(),
-        DEFAULT_CERT_TTL.as_secs() as i64 + 86_400
-    );
+    assert_eq!((na - nb).whole_seconds(), DEFAULT_CERT_TTL.as_secs() as i64 + 86_400);
 
     let ku = ext(&cert, "2.5.29.15");
     assert!(ku.critical);
-    let ParsedExtension::KeyUsage(usage) = ku.parsed_extension() else {
-        panic!("key usage")
-    };
+    let ParsedExtension::KeyUsage(usage) = ku.parsed_extension() else { panic!("key usage") };
     assert!(usage.digital_signature() && usage.key_encipherment() && !usage.key_cert_sign());
     let eku = ext(&cert, "2.5.29.37");
     assert!(eku.critical);
-    let ParsedExtension::ExtendedKeyUsage(eku) = eku.parsed_extension() else {
-        panic!("eku")
-    };
+    let ParsedExtension::ExtendedKeyUsage(eku) = eku.parsed_extension() else { panic!("eku") };
     assert!(eku.server_auth && eku.client_auth);
     let bc = ext(&cert, "2.5.29.19");
     assert!(bc.critical);
-    let ParsedExtension::BasicConstraints(bc) = bc.parsed_extension() else {
-        panic!("bc")
-    };
+    let ParsedExtension::BasicConstraints(bc) = bc.parsed_extension() else { panic!("bc") };
     assert!(!bc.ca);
 
     let ParsedExtension::SubjectKeyIdentifier(ski) = ext(&cert, "2.5.29.14").parsed_extension()
@@ -125,15 +106,8 @@ fn issued_certificate_follows_puppetservers_profile() {
         panic!("aki")
     };
     assert_eq!(aki.key_identifier.as_ref().map(|k| k.0), Some(ca_ski.0));
-    assert_eq!(
-        aki.authority_cert_serial,
-        Some(&[1u8][..]),
-        "AKI names the CA's serial"
-    );
-    assert!(
-        aki.authority_cert_issuer.is_some(),
-        "AKI names the CA's issuer"
-    );
+    assert_eq!(aki.authority_cert_serial, Some(&[1u8][..]), "AKI names the CA's serial");
+    assert!(aki.authority_cert_issuer.is_some(), "AKI names the CA's issuer");
     let expected_ski = aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
         &cert.public_key().subject_public_key.data,
@@ -152,11 +126,7 @@ fn issued_certificate_follows_puppetservers_profile() {
         ["DNS:agent1.example.com"]
     );
     let role = ext(&cert, "1.3.6.1.4.1.34380.1.1.13");
-    assert_eq!(
-        role.value,
-        &[0x0c, 0x03, b'w', b'e', b'b'],
-        "pp_role carried over byte for byte"
-    );
+    assert_eq!(role.value, &[0x0c, 0x03, b'w', b'e', b'b'], "pp_role carried over byte for byte");
     assert!(!role.critical);
 
     let criticals: Vec<bool> = cert.extensions().iter().map(|e| e.critical).collect();
@@ -172,16 +142,10 @@ fn alt_names_keep_the_request_order_and_add_the_certname() {
     let ca = new_ca(KeyAlgorithm::EcP256);
     let name = Certname::parse("agent1.example.com").expect("name");
     let mut request = CertRequest::from_csr(name, &fixture("p256"));
-    request.alt_names = vec![
-        pki::AltName::Dns("puppet".into()),
-        pki::AltName::Ip("10.0.0.5".parse().expect("ip")),
-    ];
+    request.alt_names =
+        vec![pki::AltName::Dns("puppet".into()), pki::AltName::Ip("10.0.0.5".parse().expect("ip"))];
     let issued = ca
-        .issue(
-            &request,
-            Serial::new(7),
-            Validity::puppet(now(), Duration::from_secs(3600)),
-        )
+        .issue(&request, Serial::new(7), Validity::puppet(now(), Duration::from_secs(3600)))
         .expect("issue");
     let (_, cert) = X509Certificate::from_der(&issued.der).expect("parse");
     let ParsedExtension::SubjectAlternativeName(san) = ext(&cert, "2.5.29.17").parsed_extension()
@@ -189,15 +153,9 @@ fn alt_names_keep_the_request_order_and_add_the_certname() {
         panic!("san")
     };
     let names: Vec<String> = san.general_names.iter().map(san_text).collect();
-    assert_eq!(
-        names,
-        ["DNS:puppet", "IP:10.0.0.5", "DNS:agent1.example.com"]
-    );
+    assert_eq!(names, ["DNS:puppet", "IP:10.0.0.5", "DNS:agent1.example.com"]);
     assert!(
-        cert.signature_algorithm
-            .algorithm
-            .to_id_string()
-            .starts_with("1.2.840.10045.4.3"),
+        cert.signature_algorithm.algorithm.to_id_string().starts_with("1.2.840.10045.4.3"),
         "ecdsa"
     );
 }
@@ -206,10 +164,7 @@ fn alt_names_keep_the_request_order_and_add_the_certname() {
 fn ca_certificate_is_a_puppet_ca() {
     let ca = new_ca(KeyAlgorithm::EcP384);
     let (_, cert) = X509Certificate::from_der(ca.cert_der()).expect("parse");
-    assert_eq!(
-        cert.subject().to_string(),
-        "CN=Puppet CA: puppetlb.example.com"
-    );
+    assert_eq!(cert.subject().to_string(), "CN=Puppet CA: puppetlb.example.com");
     assert_eq!(cert.subject().as_raw(), cert.issuer().as_raw());
     assert_eq!(cert.raw_serial(), &[1]);
     let ParsedExtension::BasicConstraints(bc) = ext(&cert, "2.5.29.19").parsed_extension() else {
@@ -230,25 +185,16 @@ fn crls_grow_by_revocation_and_keep_their_entries() {
         CrlInfo::from_der(&crl::build(&ca, &[], 0, now()).expect("empty crl")).expect("parse");
     assert_eq!(empty.number, 0);
     assert!(empty.revoked.is_empty());
-    assert_eq!(
-        empty
-            .next_update
-            .map(|t| (t - empty.this_update).whole_days()),
-        Some(5 * 365)
-    );
+    assert_eq!(empty.next_update.map(|t| (t - empty.this_update).whole_days()), Some(5 * 365));
 
-    let first = crl::revoke(&ca, &empty, &[vec![3]], now())
-        .expect("revoke")
-        .expect("changed");
+    let first = crl::revoke(&ca, &empty, &[vec![3]], now()).expect("revoke").expect("changed");
     let first = CrlInfo::from_der(&first).expect("parse");
     assert_eq!(first.number, 1);
     assert!(first.is_revoked(&[3]) && first.is_revoked(&[0, 3]) && !first.is_revoked(&[4]));
     assert_eq!(first.revoked[0].reason, Some(1), "keyCompromise");
 
     assert!(
-        crl::revoke(&ca, &first, &[vec![3]], now())
-            .expect("noop")
-            .is_none(),
+        crl::revoke(&ca, &first, &[vec![3]], now()).expect("noop").is_none(),
         "already revoked: unchanged"
     );
     let second = CrlInfo::from_der(
@@ -259,10 +205,7 @@ fn crls_grow_by_revocation_and_keep_their_entries() {
     .expect("parse");
     assert_eq!(second.number, 2);
     assert_eq!(second.revoked.len(), 3);
-    assert_eq!(
-        second.revoked[0], first.revoked[0],
-        "earlier entries are kept as they were"
-    );
+    assert_eq!(second.revoked[0], first.revoked[0], "earlier entries are kept as they were");
 
     let (_, ca_cert) = X509Certificate::from_der(ca.cert_der()).expect("parse");
     let crl_der = crl::build(&ca, &second.revoked, 2, now()).expect("crl");
@@ -291,14 +234,7 @@ fn openssl_verifies_issued_certs_and_crls() {
         let crl_path = write("crl.pem", "X509 CRL", &empty);
         let verify = |crl: &std::path::Path| {
             Command::new("openssl")
-                .args([
-                    "verify",
-                    "-crl_check",
-                    "-x509_strict",
-                    "-purpose",
-                    "sslclient",
-                    "-CAfile",
-                ])
+                .args(["verify", "-crl_check", "-x509_strict", "-purpose", "sslclient", "-CAfile"])
                 .arg(&ca_path)
                 .arg("-CRLfile")
                 .arg(crl)

@@ -33,10 +33,7 @@ impl CaFixture {
         std::fs::create_dir_all(&tls).unwrap();
         ca::setup::setup(&cadir, LB_NAME, key, pki::issue::DEFAULT_CA_TTL).unwrap();
         let fixture = Self { root, cadir, tls };
-        let alt = vec![
-            AltName::Dns("localhost".into()),
-            AltName::Ip("127.0.0.1".parse().unwrap()),
-        ];
+        let alt = vec![AltName::Dns("localhost".into()), AltName::Ip("127.0.0.1".parse().unwrap())];
         fixture.issue(LB_NAME, alt, true);
         fixture.issue(ADMIN_NAME, vec![], false);
         fixture
@@ -47,12 +44,7 @@ impl CaFixture {
         let (store, _) = ca::fs::FsStore::open(&self.cadir).unwrap();
         let service = ca::CaService::open(Arc::new(store), ca::CaSettings::default()).unwrap();
         let (key, issued) = service
-            .generate(
-                &Certname::parse(name).unwrap(),
-                alt,
-                cli_auth,
-                KeyAlgorithm::EcP256,
-            )
+            .generate(&Certname::parse(name).unwrap(), alt, cli_auth, KeyAlgorithm::EcP256)
             .unwrap();
         std::fs::write(self.cert(name), issued.pem).unwrap();
         std::fs::write(self.key(name), key).unwrap();
@@ -140,11 +132,7 @@ impl Crossbar {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
         let mut command = Command::new(bin);
-        command
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "info");
+        command.arg("serve").arg("--config").arg(&path).env("RUST_LOG", "info");
         let mut child = ChildGuard::spawn(name, command, dir);
         let timeout = Duration::from_secs(30);
         let ca = config
@@ -177,9 +165,7 @@ pub fn csr_pem(cn: &str) -> String {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
     params.serialize_request(&key).unwrap().pem().unwrap()
 }
 
@@ -198,11 +184,7 @@ pub fn http(
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

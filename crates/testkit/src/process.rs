@@ -25,15 +25,9 @@ impl ChildGuard {
             .stdout(Stdio::from(File::create(&out).unwrap()))
             .stderr(Stdio::from(File::create(&err).unwrap()))
             .stdin(Stdio::null());
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
-        Self {
-            child: Some(child),
-            name: name.to_owned(),
-            out,
-            err,
-        }
+        let child =
+            command.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
+        Self { child: Some(child), name: name.to_owned(), out, err }
     }
 
     pub fn id(&self) -> u32 {
@@ -52,28 +46,19 @@ impl ChildGuard {
     pub fn wait_for_stdout(&mut self, needle: &str, timeout: Duration) -> String {
         let name = self.name.clone();
         crate::wait::until(&format!("{name} to print {needle:?}"), timeout, || {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!(
                     "{name} exited ({status}) before printing {needle:?}; stderr:\n{}",
                     self.stderr()
                 );
             }
-            self.stdout()
-                .lines()
-                .find(|l| l.contains(needle))
-                .map(str::to_owned)
+            self.stdout().lines().find(|l| l.contains(needle)).map(str::to_owned)
         })
     }
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// Sends SIGKILL and reaps the process.

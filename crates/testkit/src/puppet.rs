@@ -15,10 +15,7 @@ impl Agent {
     pub fn new(root: &Path, certname: &str) -> Self {
         let dir = root.join(format!("agent-{certname}"));
         std::fs::create_dir_all(dir.join("conf")).unwrap();
-        Self {
-            certname: certname.to_owned(),
-            dir,
-        }
+        Self { certname: certname.to_owned(), dir }
     }
 
     /// Writes `csr_attributes.yaml` (e.g. `extension_requests: { pp_role: web }`).
@@ -67,8 +64,7 @@ impl Agent {
     }
 
     pub fn key(&self) -> PathBuf {
-        self.dir
-            .join(format!("ssl/private_keys/{}.pem", self.certname))
+        self.dir.join(format!("ssl/private_keys/{}.pem", self.certname))
     }
 
     pub fn has_cert(&self) -> bool {

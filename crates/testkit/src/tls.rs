@@ -28,10 +28,7 @@ impl Reply {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -70,28 +67,21 @@ impl TlsClient {
                     .unwrap()
             }
         };
-        Self {
-            config: Arc::new(config),
-        }
+        Self { config: Arc::new(config) }
     }
 
     /// Connects and completes the handshake, or returns the error (e.g. a revoked client).
     pub fn connect(&self, port: u16) -> Result<StreamOwned<ClientConnection, TcpStream>, String> {
         let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let conn = ClientConnection::new(
-            self.config.clone(),
-            ServerName::try_from("localhost").unwrap(),
-        )
-        .map_err(|e| e.to_string())?;
+        let conn =
+            ClientConnection::new(self.config.clone(), ServerName::try_from("localhost").unwrap())
+                .map_err(|e| e.to_string())?;
         let mut stream = StreamOwned::new(conn, tcp);
         // TLS 1.3 servers reject a client certificate after the client's Finished: exchange data
         // so that such a rejection surfaces here.
         while stream.conn.is_handshaking() {
-            stream
-                .conn
-                .complete_io(&mut stream.sock)
-                .map_err(|e| e.to_string())?;
+            stream.conn.complete_io(&mut stream.sock).map_err(|e| e.to_string())?;
         }
         Ok(stream)
     }
@@ -138,16 +128,10 @@ pub fn exchange(
     }
     let head = parse(&raw)?;
     let mut body = Vec::new();
-    if let Some(len) = head
-        .header("content-length")
-        .and_then(|v| v.parse::<usize>().ok())
-    {
+    if let Some(len) = head.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
         body.resize(len, 0);
         stream.read_exact(&mut body).map_err(|e| e.to_string())?;
-    } else if head
-        .header("transfer-encoding")
-        .is_some_and(|v| v.contains("chunked"))
-    {
+    } else if head.header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
         while !body.ends_with(b"0\r\n\r\n") {
             stream.read_exact(&mut byte).map_err(|e| e.to_string())?;
             body.push(byte[0]);
@@ -179,10 +163,7 @@ fn send(
 }
 
 fn parse(raw: &[u8]) -> Result<Reply, String> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no header end in reply")?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no header end in reply")?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().ok_or("empty reply")?;
@@ -202,26 +183,15 @@ fn parse(raw: &[u8]) -> Result<Reply, String> {
     if chunked {
         body = dechunk(&body)?;
     }
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
+    Ok(Reply { status, headers, body })
 }
 
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     loop {
-        let line_end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("bad chunk")?;
+        let line_end = data.windows(2).position(|w| w == b"\r\n").ok_or("bad chunk")?;
         let size = usize::from_str_radix(
-            String::from_utf8_lossy(&data[..line_end])
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim(),
+            String::from_utf8_lossy(&data[..line_end]).split(';').next().unwrap_or("").trim(),
             16,
         )
         .map_err(|e| e.to_string())?;

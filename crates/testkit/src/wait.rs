@@ -12,10 +12,7 @@ pub fn until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option
         if let Some(value) = check() {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(POLL);
     }
 }

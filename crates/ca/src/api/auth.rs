@@ -33,13 +33,9 @@ impl AccessPolicy {
         if !self.trusted_proxies.iter().any(|net| net.contains(&peer)) {
             return Ok(Caller::Anonymous);
         }
-        let verified = headers
-            .get("x-client-verify")
-            .is_some_and(|v| v.as_bytes() == b"SUCCESS");
-        let certname = headers
-            .get("x-client-dn")
-            .and_then(|v| v.to_str().ok())
-            .and_then(common_name);
+        let verified = headers.get("x-client-verify").is_some_and(|v| v.as_bytes() == b"SUCCESS");
+        let certname =
+            headers.get("x-client-dn").and_then(|v| v.to_str().ok()).and_then(common_name);
         let (true, Some(certname)) = (verified, certname) else {
             return Ok(Caller::Anonymous);
         };
@@ -63,11 +59,8 @@ impl AccessPolicy {
 
 /// The first CN of an RFC 2253 DN (`CN=a,O=b`) or of OpenSSL's slash form (`/CN=a/O=b`).
 pub fn common_name(dn: &str) -> Option<String> {
-    let parts: Vec<&str> = if dn.starts_with('/') {
-        dn.split('/').collect()
-    } else {
-        dn.split(',').collect()
-    };
+    let parts: Vec<&str> =
+        if dn.starts_with('/') { dn.split('/').collect() } else { dn.split(',').collect() };
     parts.iter().find_map(|part| {
         let (key, value) = part.trim().split_once('=')?;
         (key.trim().eq_ignore_ascii_case("cn") && !value.is_empty())
@@ -87,10 +80,7 @@ fn header_cert_has_cli_auth(value: &[u8], certname: &str) -> Result<bool, ApiErr
         tracing::warn!(dn_cn = certname, cert_cn = %description.common_name, "X-Client-Cert does not belong to X-Client-DN; ignoring its extensions");
         return Ok(false);
     }
-    Ok(description
-        .authorization_extensions
-        .get("pp_cli_auth")
-        .is_some_and(|v| v == "true"))
+    Ok(description.authorization_extensions.get("pp_cli_auth").is_some_and(|v| v == "true"))
 }
 
 #[cfg(test)]
@@ -127,28 +117,13 @@ mod tests {
         let local: IpAddr = "127.0.0.1".parse().expect("ip");
         let remote: IpAddr = "10.1.2.3".parse().expect("ip");
         let caller = policy.caller(local, &headers).expect("caller");
-        assert_eq!(
-            caller,
-            Caller::Client {
-                certname: "admin".into(),
-                cli_auth: false
-            }
-        );
+        assert_eq!(caller, Caller::Client { certname: "admin".into(), cli_auth: false });
         assert!(policy.is_admin(&caller));
-        assert_eq!(
-            policy.caller(remote, &headers).expect("caller"),
-            Caller::Anonymous
-        );
+        assert_eq!(policy.caller(remote, &headers).expect("caller"), Caller::Anonymous);
         headers.insert("x-client-verify", "success".parse().expect("value"));
-        assert_eq!(
-            policy.caller(local, &headers).expect("caller"),
-            Caller::Anonymous
-        );
+        assert_eq!(policy.caller(local, &headers).expect("caller"), Caller::Anonymous);
         headers.insert("x-client-verify", "SUCCESS".parse().expect("value"));
         headers.insert("x-client-cert", "not%20a%20cert".parse().expect("value"));
-        assert!(matches!(
-            policy.caller(local, &headers),
-            Err(ApiError::BadClientCert(_))
-        ));
+        assert!(matches!(policy.caller(local, &headers), Err(ApiError::BadClientCert(_))));
     }
 }

@@ -24,9 +24,7 @@ pub(super) async fn get_certificate(
         blocking(&state, move |ca| Ok(ca.store().certificate(&name)?)).await?
     };
     let Some(stamped) = stamped else {
-        return Err(ApiError::NotFound(format!(
-            "Could not find certificate {subject}"
-        )));
+        return Err(ApiError::NotFound(format!("Could not find certificate {subject}")));
     };
     if not_modified(&headers, stamped.modified) {
         return Ok(text(StatusCode::NOT_MODIFIED, ""));
@@ -42,26 +40,24 @@ pub(super) async fn get_request(
     let name = Certname::parse(&subject).map_err(crate::error::CaError::from)?;
     match blocking(&state, move |ca| Ok(ca.store().request(&name)?)).await? {
         Some(pem) => Ok(text(StatusCode::OK, pem)),
-        None => Err(ApiError::NotFound(format!(
-            "Could not find certificate_request {subject}"
-        ))),
+        None => Err(ApiError::NotFound(format!("Could not find certificate_request {subject}"))),
     }
 }
 
-/// `PUT certificate_request/{subject}`: save, then autosign when the setting says so.
+/// `PUT certificate_request/{subject}`: checked, then signed at once when autosign says so,
+/// otherwise saved as pending.
 pub(super) async fn put_request(
     AxState(state): AxState<State>,
     Path(subject): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let pending = blocking(&state, move |ca| ca.accept_request(&subject, &body)).await?;
-    tracing::info!(certname = %pending.name, "certificate request saved");
-    if state
-        .autosign
-        .decide(&pending.name, &pending.submitted)
-        .await
-    {
+    let pending = blocking(&state, move |ca| ca.check_request(&subject, &body)).await?;
+    if state.autosign.decide(&pending.name, &pending.submitted).await {
         blocking(&state, move |ca| ca.autosign(&pending)).await?;
+    } else {
+        let name = pending.name.clone();
+        blocking(&state, move |ca| ca.save_request(&pending)).await?;
+        tracing::info!(certname = %name, "certificate request saved; waiting to be signed");
     }
     Ok(text(StatusCode::OK, ""))
 }
@@ -81,9 +77,7 @@ pub(super) async fn delete_request(
     if blocking(&state, move |ca| Ok(ca.store().delete_request(&name)?)).await? {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    Err(ApiError::NotFound(format!(
-        "No certificate request for {subject}"
-    )))
+    Err(ApiError::NotFound(format!("No certificate request for {subject}")))
 }
 
 /// `GET certificate_revocation_list/{anything}`: the whole CRL chain.
@@ -108,15 +102,10 @@ pub(super) async fn expirations(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if state.access.caller(peer.0.ip(), &headers)? == super::Caller::Anonymous {
-        return Err(ApiError::Forbidden {
-            path: uri.path().to_owned(),
-            method,
-        });
+        return Err(ApiError::Forbidden { path: uri.path().to_owned(), method });
     }
-    let (certs, crls) = blocking(&state, |ca| {
-        Ok((ca.store().ca_bundle()?, ca.store().crl_chain()?))
-    })
-    .await?;
+    let (certs, crls) =
+        blocking(&state, |ca| Ok((ca.store().ca_bundle()?, ca.store().crl_chain()?))).await?;
     let mut ca_certs = serde_json::Map::new();
     for der in pki::pemfile::blocks(&certs.bytes, "CERTIFICATE").unwrap_or_default() {
         if let Some(d) = pki::describe::certificate(&der) {
@@ -128,10 +117,7 @@ pub(super) async fn expirations(
     for der in pki::pemfile::blocks(&crls.bytes, "X509 CRL").unwrap_or_default() {
         if let Ok(info) = pki::crl::CrlInfo::from_der(&der) {
             let issuer = pki::describe::name_common_name(&info.issuer_raw).unwrap_or_default();
-            let next = info
-                .next_update
-                .map(pki::timefmt::puppet_date)
-                .unwrap_or_default();
+            let next = info.next_update.map(pki::timefmt::puppet_date).unwrap_or_default();
             crl_map.insert(issuer, next.into());
         }
     }

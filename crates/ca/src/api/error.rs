@@ -93,12 +93,8 @@ impl IntoResponse for ApiError {
         } else {
             tracing::info!(%status, reason = %body, "CA request refused");
         }
-        let mut response = (
-            status,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            body,
-        )
-            .into_response();
+        let mut response =
+            (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

@@ -18,11 +18,7 @@ pub(super) fn routes() -> axum::Router<State> {
 }
 
 async fn simple() -> impl IntoResponse {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "running",
-    )
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "running")
 }
 
 async fn simple_service(Path(service): Path<String>) -> impl IntoResponse {
@@ -30,11 +26,7 @@ async fn simple_service(Path(service): Path<String>) -> impl IntoResponse {
     if matches!(service.as_str(), "ca" | "status-service") {
         return (StatusCode::OK, content_type, "running".to_owned());
     }
-    (
-        StatusCode::NOT_FOUND,
-        content_type,
-        format!("not found: {service}"),
-    )
+    (StatusCode::NOT_FOUND, content_type, format!("not found: {service}"))
 }
 
 async fn services() -> impl IntoResponse {

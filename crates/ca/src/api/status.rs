@@ -135,9 +135,7 @@ pub(super) async fn clean(
     let parsed: CleanBody = serde_json::from_slice(&body)
         .map_err(|_| ApiError::BadInput("Request body is not JSON.".into()))?;
     if parsed.is_async == Some(true) {
-        return Err(ApiError::BadInput(
-            "Async mode is not currently supported.".into(),
-        ));
+        return Err(ApiError::BadInput("Async mode is not currently supported.".into()));
     }
     let names = clean_names(parsed.certnames)?;
     let outcome = blocking(&state, move |ca| ca.clean(&names)).await?;
@@ -145,10 +143,7 @@ pub(super) async fn clean(
         "Successfully cleaned all certs.".to_owned()
     } else {
         let missing: Vec<&str> = outcome.missing.iter().map(Certname::as_str).collect();
-        format!(
-            "The following certs do not exist and cannot be revoked: [{}]",
-            missing.join(" ")
-        )
+        format!("The following certs do not exist and cannot be revoked: [{}]", missing.join(" "))
     };
     Ok(super::text(StatusCode::OK, message))
 }
@@ -186,17 +181,13 @@ fn parse_desired_state(subject: &str, body: &[u8]) -> Result<Desired, ApiError> 
     let value: Value = serde_json::from_slice(body)
         .map_err(|_| ApiError::BadInput("Request body is not JSON.".into()))?;
     let Some(desired) = value.get("desired_state") else {
-        return Err(ApiError::BadInput(
-            "Missing required parameter \"desired_state\"".into(),
-        ));
+        return Err(ApiError::BadInput("Missing required parameter \"desired_state\"".into()));
     };
     let ttl = match value.get("cert_ttl") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64().map(Duration::from_secs),
         Some(other) => {
-            let shown = other
-                .as_str()
-                .map_or_else(|| other.to_string(), str::to_owned);
+            let shown = other.as_str().map_or_else(|| other.to_string(), str::to_owned);
             return Err(ApiError::BadInput(format!(
                 "cert_ttl specified for host {subject} must be an integer, not \"{shown}\""
             )));
@@ -206,9 +197,7 @@ fn parse_desired_state(subject: &str, body: &[u8]) -> Result<Desired, ApiError> 
         Some("signed") => Ok(Desired::Signed(ttl)),
         Some("revoked") => Ok(Desired::Revoked),
         _ => {
-            let shown = desired
-                .as_str()
-                .map_or_else(|| desired.to_string(), str::to_owned);
+            let shown = desired.as_str().map_or_else(|| desired.to_string(), str::to_owned);
             Err(ApiError::BadInput(format!("State {shown} invalid; Must specify desired state of 'signed' or 'revoked' for host {subject}.")))
         }
     }
@@ -241,17 +230,9 @@ fn negotiate(headers: &HeaderMap) -> Result<&'static str, ApiError> {
     };
     let ranges: Vec<String> = accept
         .split(',')
-        .map(|r| {
-            r.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
+        .map(|r| r.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
         .collect();
-    if ranges
-        .iter()
-        .any(|r| r == "application/json" || r == "*/*" || r == "application/*")
+    if ranges.iter().any(|r| r == "application/json" || r == "*/*" || r == "application/*")
         || accept.trim().is_empty()
     {
         return Ok("application/json");
@@ -264,9 +245,8 @@ fn negotiate(headers: &HeaderMap) -> Result<&'static str, ApiError> {
 
 fn json_response(content_type: &'static str, value: Value) -> Response {
     let mut response = Json(value).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static(content_type),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
     response
 }

@@ -4,7 +4,7 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{Read, Seek, SeekFrom, Write},
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
-    path::Path,
+    path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
 };
 
@@ -19,15 +19,28 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// crash leaves one of the two.
 pub(crate) fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = durable_temp(dir, bytes, mode)?;
+    install(&tmp, path)?;
+    sync_dir(dir)
+}
+
+/// Writes `bytes` to a new temp file in `dir` and fsyncs it (this can run outside any lock).
+pub(crate) fn durable_temp(dir: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf, StoreError> {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
-    let result = write_temp(&tmp, bytes, mode)
-        .and_then(|()| fs::rename(&tmp, path).map_err(StoreError::io("rename into", path)));
-    if result.is_err() {
+    if let Err(e) = write_temp(&tmp, bytes, mode) {
         let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    result?;
-    sync_dir(dir)
+    Ok(tmp)
+}
+
+/// Renames a durable temp file over `path`; the rename is durable once the directory is synced.
+pub(crate) fn install(tmp: &Path, path: &Path) -> Result<(), StoreError> {
+    fs::rename(tmp, path).map_err(|e| {
+        let _ = fs::remove_file(tmp);
+        StoreError::io("rename into", path)(e)
+    })
 }
 
 fn write_temp(tmp: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
@@ -37,24 +50,25 @@ fn write_temp(tmp: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
         .mode(mode)
         .open(tmp)
         .map_err(StoreError::io("create", tmp))?;
-    file.write_all(bytes)
-        .map_err(StoreError::io("write", tmp))?;
+    file.write_all(bytes).map_err(StoreError::io("write", tmp))?;
     // The umask may have narrowed the mode; set it exactly.
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(StoreError::io("chmod", tmp))?;
+    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(StoreError::io("chmod", tmp))?;
     file.sync_all().map_err(StoreError::io("fsync", tmp))
 }
 
 /// Makes a rename or unlink in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::io("fsync directory", dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("fsync directory", dir))
 }
 
 /// Appends `line` durably. If a crash tore the previous append, the torn tail is ended first so
 /// that this line stays whole.
 pub(crate) fn append_line(path: &Path, line: &str) -> Result<(), StoreError> {
+    append_line_unsynced(path, line)?.sync_data().map_err(StoreError::io("fsync", path))
+}
+
+/// [`append_line`] without the fsync; the caller syncs the returned file (outside its lock).
+pub(crate) fn append_line_unsynced(path: &Path, line: &str) -> Result<File, StoreError> {
     let mut file = OpenOptions::new()
         .read(true)
         .append(true)
@@ -67,9 +81,8 @@ pub(crate) fn append_line(path: &Path, line: &str) -> Result<(), StoreError> {
         text.push('\n');
     }
     text.push_str(line);
-    file.write_all(text.as_bytes())
-        .map_err(StoreError::io("append to", path))?;
-    file.sync_data().map_err(StoreError::io("fsync", path))
+    file.write_all(text.as_bytes()).map_err(StoreError::io("append to", path))?;
+    Ok(file)
 }
 
 fn ends_with_newline(file: &mut File) -> std::io::Result<bool> {
@@ -85,11 +98,17 @@ fn ends_with_newline(file: &mut File) -> std::io::Result<bool> {
 
 /// Removes `path` durably; whether it existed.
 pub(crate) fn remove(path: &Path) -> Result<bool, StoreError> {
+    let removed = remove_unsynced(path)?;
+    if removed {
+        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    }
+    Ok(removed)
+}
+
+/// Removes `path`; the caller syncs its directory.
+pub(crate) fn remove_unsynced(path: &Path) -> Result<bool, StoreError> {
     match fs::remove_file(path) {
-        Ok(()) => {
-            sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-            Ok(true)
-        }
+        Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(StoreError::io("remove", path)(e)),
     }
@@ -125,10 +144,7 @@ mod tests {
         write(&path, b"one", 0o600).expect("write");
         write(&path, b"two", 0o600).expect("rewrite");
         assert_eq!(fs::read(&path).expect("read"), b"two");
-        assert_eq!(
-            fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
         let leftovers: Vec<_> = fs::read_dir(dir.path())
             .expect("ls")
             .filter_map(Result::ok)

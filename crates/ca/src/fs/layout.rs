@@ -11,9 +11,7 @@ pub(crate) struct Layout {
 
 impl Layout {
     pub(crate) fn new(dir: &Path) -> Self {
-        Self {
-            dir: dir.to_path_buf(),
-        }
+        Self { dir: dir.to_path_buf() }
     }
     pub(crate) fn ca_crt(&self) -> PathBuf {
         self.dir.join("ca_crt.pem")
@@ -57,12 +55,6 @@ impl Layout {
     }
     /// The files puppetserver requires all or none of (`initialize!`).
     pub(crate) fn required(&self) -> [PathBuf; 5] {
-        [
-            self.ca_crt(),
-            self.ca_key(),
-            self.ca_crl(),
-            self.serial(),
-            self.inventory(),
-        ]
+        [self.ca_crt(), self.ca_key(), self.ca_crl(), self.serial(), self.inventory()]
     }
 }

@@ -26,17 +26,11 @@ impl Recovery {
 
 pub(super) fn run(layout: &Layout) -> Result<Recovery, StoreError> {
     let mut report = Recovery::default();
-    for dir in [
-        layout.dir.clone(),
-        layout.signed_dir(),
-        layout.requests_dir(),
-    ] {
+    for dir in [layout.dir.clone(), layout.signed_dir(), layout.requests_dir()] {
         report.temp_files_removed += remove_temp_files(&dir)?;
     }
     let inventory_text = read_text(&layout.inventory())?;
-    let mut known: BTreeSet<Serial> = inventory::parse(&inventory_text)
-        .map(|e| e.serial)
-        .collect();
+    let mut known: BTreeSet<Serial> = inventory::parse(&inventory_text).map(|e| e.serial).collect();
     let mut highest = known.iter().next_back().copied().unwrap_or(Serial::new(0));
     for (name, der_serial, line) in signed_certs(layout)? {
         highest = highest.max(der_serial);
@@ -48,11 +42,8 @@ pub(super) fn run(layout: &Layout) -> Result<Recovery, StoreError> {
         report.requests_removed += usize::from(atomic::remove(&layout.request(&name))?);
     }
     let serial_path = layout.serial();
-    let serial =
-        Serial::parse_file(&read_text(&serial_path)?).map_err(|e| StoreError::Corrupt {
-            path: serial_path.clone(),
-            what: e.to_string(),
-        })?;
+    let serial = Serial::parse_file(&read_text(&serial_path)?)
+        .map_err(|e| StoreError::Corrupt { path: serial_path.clone(), what: e.to_string() })?;
     if serial <= highest {
         let next = highest.next();
         tracing::warn!(was = %serial, now = %next, "serial file was behind the certificates in use; raising it");
@@ -72,11 +63,7 @@ fn remove_temp_files(dir: &Path) -> Result<usize, StoreError> {
     };
     let mut removed = 0;
     for entry in entries.flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(atomic::TEMP_PREFIX)
-        {
+        if entry.file_name().to_string_lossy().starts_with(atomic::TEMP_PREFIX) {
             removed += usize::from(atomic::remove(&entry.path())?);
         }
     }
@@ -107,8 +94,5 @@ fn cert_facts(pem: &[u8]) -> Option<(Serial, String)> {
         not_before: parsed.validity().not_before.to_datetime(),
         not_after: parsed.validity().not_after.to_datetime(),
     };
-    Some((
-        serial,
-        inventory::line(serial, &validity, &description.common_name),
-    ))
+    Some((serial, inventory::line(serial, &validity, &description.common_name)))
 }

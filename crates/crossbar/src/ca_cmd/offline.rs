@@ -13,10 +13,7 @@ pub(super) fn list(ca: &ca::CaService, all: bool, json: bool) -> anyhow::Result<
     let only = if all { None } else { Some(State::Requested) };
     let statuses = ca.statuses(only)?;
     output::print_statuses(
-        &statuses
-            .iter()
-            .map(ca::service::CertStatus::to_json)
-            .collect::<Vec<_>>(),
+        &statuses.iter().map(ca::service::CertStatus::to_json).collect::<Vec<_>>(),
         json,
     );
     Ok(0)
@@ -24,10 +21,7 @@ pub(super) fn list(ca: &ca::CaService, all: bool, json: bool) -> anyhow::Result<
 
 pub(super) fn sign(ca: &ca::CaService, names: &[Certname], all: bool) -> anyhow::Result<u8> {
     let names: Vec<Certname> = if all {
-        ca.statuses(Some(State::Requested))?
-            .into_iter()
-            .map(|s| s.name)
-            .collect()
+        ca.statuses(Some(State::Requested))?.into_iter().map(|s| s.name).collect()
     } else {
         names.to_vec()
     };
@@ -81,11 +75,7 @@ pub(super) fn generate(
 ) -> anyhow::Result<u8> {
     let name = Certname::parse(certname).with_context(|| format!("--certname {certname:?}"))?;
     let key = key.parse().with_context(|| format!("--key {key:?}"))?;
-    let alt_names = alt_names
-        .iter()
-        .filter(|n| !n.is_empty())
-        .map(|n| parse_alt_name(n))
-        .collect();
+    let alt_names = alt_names.iter().filter(|n| !n.is_empty()).map(|n| parse_alt_name(n)).collect();
     let (store, _) = ca::fs::FsStore::open(cadir)
         .with_context(|| format!("cannot open the CA directory {}", cadir.display()))?;
     let ca = ca::CaService::open(Arc::new(store), ca::CaSettings::default())?;
@@ -122,6 +112,5 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
         .mode(mode)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))
+    file.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))
 }

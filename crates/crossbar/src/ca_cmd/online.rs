@@ -71,9 +71,8 @@ pub(super) async fn revoke(client: &AdminClient, names: &[Certname]) -> anyhow::
 
 pub(super) async fn clean(client: &AdminClient, names: &[Certname]) -> anyhow::Result<u8> {
     let body = json!({ "certnames": names.iter().map(Certname::as_str).collect::<Vec<_>>() });
-    let (status, response) = client
-        .request(Method::PUT, &format!("{API}/clean"), Some(body))
-        .await?;
+    let (status, response) =
+        client.request(Method::PUT, &format!("{API}/clean"), Some(body)).await?;
     expect(status, &[StatusCode::OK], &response, "clean")?;
     let message = String::from_utf8_lossy(&response);
     println!("{message}");
@@ -82,23 +81,14 @@ pub(super) async fn clean(client: &AdminClient, names: &[Certname]) -> anyhow::R
 
 async fn set_state(client: &AdminClient, name: &str, state: &str) -> anyhow::Result<()> {
     let path = format!("{API}/certificate_status/{name}");
-    let (status, body) = client
-        .request(Method::PUT, &path, Some(json!({ "desired_state": state })))
-        .await?;
-    expect(
-        status,
-        &[StatusCode::NO_CONTENT, StatusCode::OK],
-        &body,
-        state,
-    )
+    let (status, body) =
+        client.request(Method::PUT, &path, Some(json!({ "desired_state": state }))).await?;
+    expect(status, &[StatusCode::NO_CONTENT, StatusCode::OK], &body, state)
 }
 
 fn expect(status: StatusCode, ok: &[StatusCode], body: &[u8], what: &str) -> anyhow::Result<()> {
     if ok.contains(&status) {
         return Ok(());
     }
-    bail!(
-        "{what}: the server answered {status}: {}",
-        String::from_utf8_lossy(body).trim()
-    )
+    bail!("{what}: the server answered {status}: {}", String::from_utf8_lossy(body).trim())
 }

@@ -22,11 +22,8 @@ pub(super) fn print_statuses(statuses: &[Value], json: bool) {
             continue;
         }
         println!("{heading}");
-        let width = group
-            .iter()
-            .map(|s| s["name"].as_str().unwrap_or_default().len())
-            .max()
-            .unwrap_or(0);
+        let width =
+            group.iter().map(|s| s["name"].as_str().unwrap_or_default().len()).max().unwrap_or(0);
         for status in group {
             println!("    {}", line(status, width));
         }
@@ -46,18 +43,10 @@ fn line(status: &Value, width: usize) -> String {
     if !alt.is_empty() && alt != [format!("DNS:{name}").as_str()] {
         out.push_str(&format!("\talt names: [\"{}\"]", alt.join("\", \"")));
     }
-    if let Some(exts) = status["authorization_extensions"]
-        .as_object()
-        .filter(|m| !m.is_empty())
-    {
-        let listed: Vec<String> = exts
-            .iter()
-            .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or_default()))
-            .collect();
-        out.push_str(&format!(
-            "\tauthorization extensions: [{}]",
-            listed.join(", ")
-        ));
+    if let Some(exts) = status["authorization_extensions"].as_object().filter(|m| !m.is_empty()) {
+        let listed: Vec<String> =
+            exts.iter().map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or_default())).collect();
+        out.push_str(&format!("\tauthorization extensions: [{}]", listed.join(", ")));
     }
     out
 }

@@ -18,19 +18,10 @@ use super::{bin, crossbar, online, openssl_verify, serial_of};
 #[test]
 fn autosigned_bootstrap_with_an_rsa_4096_ca() {
     let fx = CaFixture::new(KeyAlgorithm::Rsa4096);
-    let cb = Crossbar::start(
-        bin(),
-        fx.dir(),
-        "crossbar",
-        &fx.single_node_config("true", ""),
-    );
+    let cb = Crossbar::start(bin(), fx.dir(), "crossbar", &fx.single_node_config("true", ""));
     let agent = Agent::new(fx.dir(), "agent1.example.com");
     let out = agent.bootstrap(cb.lb_port());
-    assert!(
-        out.status.success(),
-        "bootstrap failed: {}",
-        output_text(&out)
-    );
+    assert!(out.status.success(), "bootstrap failed: {}", output_text(&out));
     assert!(agent.has_cert());
     let (ok, text) = openssl_verify(&fx.ca_bundle(), &fx.crl(), &agent.cert());
     assert!(ok, "openssl rejects the agent cert: {text}");
@@ -47,24 +38,12 @@ fn autosigned_bootstrap_with_an_rsa_4096_ca() {
 #[test]
 fn operator_signs_a_waiting_agent() {
     let fx = CaFixture::new(KeyAlgorithm::EcP256);
-    let cb = Crossbar::start(
-        bin(),
-        fx.dir(),
-        "crossbar",
-        &fx.single_node_config("false", ""),
-    );
+    let cb = Crossbar::start(bin(), fx.dir(), "crossbar", &fx.single_node_config("false", ""));
     let agent = Agent::new(fx.dir(), "agent2.example.com");
     let first = agent.bootstrap(cb.lb_port());
-    assert!(
-        !first.status.success(),
-        "must wait for signing: {}",
-        output_text(&first)
-    );
+    assert!(!first.status.success(), "must wait for signing: {}", output_text(&first));
     assert!(!agent.has_cert());
-    assert!(
-        fx.cadir.join("requests/agent2.example.com.pem").is_file(),
-        "the CSR is pending"
-    );
+    assert!(fx.cadir.join("requests/agent2.example.com.pem").is_file(), "the CSR is pending");
 
     let cadir = fx.cadir.to_str().unwrap();
     let (code, listed, _) = crossbar(["ca", "list", "--cadir", cadir]);
@@ -75,47 +54,26 @@ fn operator_signs_a_waiting_agent() {
     );
 
     let url = cb.lb_url();
-    let admin = online(
-        &url,
-        &fx.cert(ADMIN_NAME),
-        &fx.key(ADMIN_NAME),
-        &fx.ca_bundle(),
-    );
+    let admin = online(&url, &fx.cert(ADMIN_NAME), &fx.key(ADMIN_NAME), &fx.ca_bundle());
     let args = |head: &[&str], tail: &[String]| {
-        head.iter()
-            .map(|s| (*s).to_owned())
-            .chain(tail.iter().cloned())
-            .collect::<Vec<String>>()
+        head.iter().map(|s| (*s).to_owned()).chain(tail.iter().cloned()).collect::<Vec<String>>()
     };
-    let (code, out, err) = crossbar(args(
-        &["ca", "sign", "--certname", "agent2.example.com"],
-        &admin,
-    ));
+    let (code, out, err) =
+        crossbar(args(&["ca", "sign", "--certname", "agent2.example.com"], &admin));
     assert_eq!(code, 0, "sign failed: {out}{err}");
     assert!(fx.cadir.join("signed/agent2.example.com.pem").is_file());
 
     let second = agent.bootstrap(cb.lb_port());
-    assert!(
-        second.status.success(),
-        "bootstrap after signing: {}",
-        output_text(&second)
-    );
+    assert!(second.status.success(), "bootstrap after signing: {}", output_text(&second));
     assert!(agent.has_cert());
 
     let (code, json, _) = crossbar(args(&["ca", "list", "--all", "--json"], &admin));
     assert_eq!(code, 0);
     let statuses: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let agent_status = statuses
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "agent2.example.com")
-        .unwrap();
+    let agent_status =
+        statuses.as_array().unwrap().iter().find(|s| s["name"] == "agent2.example.com").unwrap();
     assert_eq!(agent_status["state"], "signed");
-    assert_eq!(
-        agent_status["dns_alt_names"],
-        serde_json::json!(["DNS:agent2.example.com"])
-    );
+    assert_eq!(agent_status["dns_alt_names"], serde_json::json!(["DNS:agent2.example.com"]));
 
     // Without an admin identity the same listing is refused.
     let stranger = online(&url, &agent.cert(), &agent.key(), &fx.ca_bundle());
@@ -129,19 +87,12 @@ fn operator_signs_a_waiting_agent() {
 #[test]
 fn revoked_agent_is_refused_at_the_handshake() {
     let fx = CaFixture::new(KeyAlgorithm::EcP256);
-    let cb = Crossbar::start(
-        bin(),
-        fx.dir(),
-        "crossbar",
-        &fx.single_node_config("true", ""),
-    );
+    let cb = Crossbar::start(bin(), fx.dir(), "crossbar", &fx.single_node_config("true", ""));
     let agent = Agent::new(fx.dir(), "agent3.example.com");
     assert!(agent.bootstrap(cb.lb_port()).status.success());
     let as_agent = TlsClient::new(&fx.ca_bundle(), Some((&agent.cert(), &agent.key())));
-    let as_admin = TlsClient::new(
-        &fx.ca_bundle(),
-        Some((&fx.cert(ADMIN_NAME), &fx.key(ADMIN_NAME))),
-    );
+    let as_admin =
+        TlsClient::new(&fx.ca_bundle(), Some((&fx.cert(ADMIN_NAME), &fx.key(ADMIN_NAME))));
     let before = as_agent
         .handshake_and_request(cb.lb_port(), "/puppet-ca/v1/certificate/ca")
         .expect("valid cert is accepted");
@@ -157,26 +108,13 @@ fn revoked_agent_is_refused_at_the_handshake() {
     ]);
     assert_eq!(code, 0, "{out}{err}");
 
-    wait::until_true(
-        "the LB to refuse the revoked certificate",
-        Duration::from_secs(20),
-        || {
-            as_agent
-                .handshake_and_request(cb.lb_port(), "/puppet-ca/v1/certificate/ca")
-                .is_err()
-        },
-    );
-    let err = as_agent
-        .handshake_and_request(cb.lb_port(), "/puppet-ca/v1/certificate/ca")
-        .unwrap_err();
-    assert!(
-        err.to_lowercase().contains("revoked") || err.contains("alert"),
-        "{err}"
-    );
-    assert!(cb
-        .child
-        .stderr()
-        .contains("invalid peer certificate: Revoked"));
+    wait::until_true("the LB to refuse the revoked certificate", Duration::from_secs(20), || {
+        as_agent.handshake_and_request(cb.lb_port(), "/puppet-ca/v1/certificate/ca").is_err()
+    });
+    let err =
+        as_agent.handshake_and_request(cb.lb_port(), "/puppet-ca/v1/certificate/ca").unwrap_err();
+    assert!(err.to_lowercase().contains("revoked") || err.contains("alert"), "{err}");
+    assert!(cb.child.stderr().contains("invalid peer certificate: Revoked"));
     assert_eq!(
         as_admin
             .handshake_and_request(cb.lb_port(), "/puppet-ca/v1/certificate/ca")
@@ -190,14 +128,9 @@ fn revoked_agent_is_refused_at_the_handshake() {
         .handshake_and_request(cb.lb_port(), "/puppet-ca/v1/certificate_revocation_list/ca")
         .unwrap();
     assert_eq!(crl.status, 200);
-    let der = pki::pemfile::blocks(&crl.body, "X509 CRL")
-        .unwrap()
-        .remove(0);
+    let der = pki::pemfile::blocks(&crl.body, "X509 CRL").unwrap().remove(0);
     let info = pki::crl::CrlInfo::from_der(&der).unwrap();
-    assert!(
-        info.is_revoked(&serial_of(&agent.cert())),
-        "downloaded CRL lists the agent"
-    );
+    assert!(info.is_revoked(&serial_of(&agent.cert())), "downloaded CRL lists the agent");
     let (ok, text) = super::openssl_verify(&fx.ca_bundle(), &fx.crl(), &agent.cert());
     assert!(!ok && text.contains("revoked"), "{text}");
 }
@@ -207,50 +140,24 @@ fn revoked_agent_is_refused_at_the_handshake() {
 #[test]
 fn real_puppetserver_ca_cli_works_against_crossbar() {
     let fx = CaFixture::new(KeyAlgorithm::EcP256);
-    let cb = Crossbar::start(
-        bin(),
-        fx.dir(),
-        "crossbar",
-        &fx.single_node_config("false", ""),
-    );
+    let cb = Crossbar::start(bin(), fx.dir(), "crossbar", &fx.single_node_config("false", ""));
     let agent = Agent::new(fx.dir(), "agent4.example.com");
     assert!(!agent.bootstrap(cb.lb_port()).status.success());
     let conf = write_cli_conf(&fx, cb.lb_port());
 
     let listed = puppetserver_ca(&["list", "--config", &conf]);
     assert!(listed.contains("agent4.example.com"), "{listed}");
-    puppetserver_ca(&[
-        "sign",
-        "--certname",
-        "agent4.example.com",
-        "--config",
-        &conf,
-    ]);
+    puppetserver_ca(&["sign", "--certname", "agent4.example.com", "--config", &conf]);
     assert!(fx.cadir.join("signed/agent4.example.com.pem").is_file());
     let all = puppetserver_ca(&["list", "--all", "--config", &conf]);
-    assert!(
-        all.contains("Signed Certificates:") && all.contains("agent4.example.com"),
-        "{all}"
-    );
-    assert!(
-        all.contains(LB_NAME) && all.contains("pp_cli_auth"),
-        "{all}"
-    );
+    assert!(all.contains("Signed Certificates:") && all.contains("agent4.example.com"), "{all}");
+    assert!(all.contains(LB_NAME) && all.contains("pp_cli_auth"), "{all}");
 
-    puppetserver_ca(&[
-        "revoke",
-        "--certname",
-        "agent4.example.com",
-        "--config",
-        &conf,
-    ]);
+    puppetserver_ca(&["revoke", "--certname", "agent4.example.com", "--config", &conf]);
     let serial = serial_of(&fx.cadir.join("signed/agent4.example.com.pem"));
-    let crl = pki::pemfile::blocks(&std::fs::read(fx.crl()).unwrap(), "X509 CRL")
-        .unwrap()
-        .remove(0);
-    assert!(pki::crl::CrlInfo::from_der(&crl)
-        .unwrap()
-        .is_revoked(&serial));
+    let crl =
+        pki::pemfile::blocks(&std::fs::read(fx.crl()).unwrap(), "X509 CRL").unwrap().remove(0);
+    assert!(pki::crl::CrlInfo::from_der(&crl).unwrap().is_revoked(&serial));
     let after = puppetserver_ca(&["list", "--all", "--config", &conf]);
     assert!(after.contains("Revoked Certificates:"), "{after}");
 }
@@ -274,14 +181,8 @@ fn puppetserver_ca(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("puppetserver CLI (the test command installs the puppetserver package)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "puppetserver ca {args:?} failed: {text}"
-    );
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "puppetserver ca {args:?} failed: {text}");
     text
 }

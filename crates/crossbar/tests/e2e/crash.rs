@@ -20,10 +20,7 @@ use testkit::{
 use super::{bin, openssl_verify};
 
 fn ca_only_config(fx: &CaFixture) -> String {
-    format!(
-        "[ca]\nlisten = \"127.0.0.1:0\"\ncadir = \"{}\"\nautosign = true\n",
-        fx.cadir.display()
-    )
+    format!("[ca]\nlisten = \"127.0.0.1:0\"\ncadir = \"{}\"\nautosign = true\n", fx.cadir.display())
 }
 
 /// Submits CSRs for `names` to the CA at `addr` from `threads` threads; counts 200s.
@@ -34,10 +31,8 @@ fn submit_all(
     ok: Arc<AtomicUsize>,
 ) -> Vec<std::thread::JoinHandle<()>> {
     let csrs: Vec<(String, String)> = names.into_iter().map(|n| (csr_pem(&n), n)).collect();
-    let chunks: Vec<Vec<(String, String)>> = csrs
-        .chunks(csrs.len().div_ceil(threads))
-        .map(<[_]>::to_vec)
-        .collect();
+    let chunks: Vec<Vec<(String, String)>> =
+        csrs.chunks(csrs.len().div_ceil(threads)).map(<[_]>::to_vec).collect();
     chunks
         .into_iter()
         .map(|chunk| {
@@ -59,10 +54,10 @@ fn submit_all(
 fn assert_consistent(fx: &CaFixture) -> usize {
     let mut serials = BTreeSet::new();
     let mut count = 0;
-    for entry in std::fs::read_dir(fx.cadir.join("signed"))
-        .unwrap()
-        .flatten()
-    {
+    // Only `*.pem` files are certificates; an interrupted signing can leave a temp file that
+    // the store ignores and the next start removes.
+    let signed = std::fs::read_dir(fx.cadir.join("signed")).unwrap().flatten();
+    for entry in signed.filter(|e| e.path().extension().is_some_and(|x| x == "pem")) {
         let serial = super::serial_of(&entry.path());
         assert!(
             serials.insert(serial.clone()),
@@ -74,9 +69,7 @@ fn assert_consistent(fx: &CaFixture) -> usize {
         count += 1;
     }
     let inventory = std::fs::read_to_string(fx.cadir.join("inventory.txt")).unwrap();
-    let listed: Vec<u64> = pki::inventory::parse(&inventory)
-        .map(|e| e.serial.value())
-        .collect();
+    let listed: Vec<u64> = pki::inventory::parse(&inventory).map(|e| e.serial.value()).collect();
     let unique: BTreeSet<u64> = listed.iter().copied().collect();
     assert_eq!(unique.len(), listed.len(), "inventory repeats a serial");
     let next = pki::Serial::parse_file(&std::fs::read_to_string(fx.cadir.join("serial")).unwrap())
@@ -84,10 +77,7 @@ fn assert_consistent(fx: &CaFixture) -> usize {
         .value();
     for serial in &serials {
         let value = pki::Serial::from_be_bytes(serial).unwrap().value();
-        assert!(
-            unique.contains(&value),
-            "serial {value} is missing from the inventory"
-        );
+        assert!(unique.contains(&value), "serial {value} is missing from the inventory");
         assert!(value < next, "serial file {next} is not ahead of {value}");
     }
     count
@@ -115,17 +105,13 @@ fn kill_9_during_a_signing_burst_leaves_a_servable_state() {
 
     let cb = Crossbar::start(bin(), fx.dir(), "ca-after", &ca_only_config(&fx));
     let addr = cb.ca.unwrap();
-    for name in names
-        .iter()
-        .filter(|n| fx.cadir.join(format!("signed/{n}.pem")).exists())
-    {
-        let (status, body) = http(
-            addr,
-            "GET",
-            &format!("/puppet-ca/v1/certificate/{name}"),
-            b"",
-        )
-        .unwrap();
+    let debris = std::fs::read_dir(fx.cadir.join("signed")).unwrap().flatten();
+    let debris: Vec<_> =
+        debris.filter(|e| e.file_name().to_string_lossy().starts_with(".crossbar-tmp")).collect();
+    assert!(debris.is_empty(), "the restart removes interrupted writes: {debris:?}");
+    for name in names.iter().filter(|n| fx.cadir.join(format!("signed/{n}.pem")).exists()) {
+        let (status, body) =
+            http(addr, "GET", &format!("/puppet-ca/v1/certificate/{name}"), b"").unwrap();
         assert_eq!(status, 200, "{name}");
         assert!(String::from_utf8_lossy(&body).contains("BEGIN CERTIFICATE"));
     }
@@ -146,13 +132,8 @@ fn kill_9_during_a_signing_burst_leaves_a_servable_state() {
         .collect();
     for file in pending {
         let name = file.trim_end_matches(".pem");
-        let (status, _) = http(
-            addr,
-            "GET",
-            &format!("/puppet-ca/v1/certificate/{name}"),
-            b"",
-        )
-        .unwrap();
+        let (status, _) =
+            http(addr, "GET", &format!("/puppet-ca/v1/certificate/{name}"), b"").unwrap();
         assert_eq!(status, 404, "a pending request has no certificate yet");
     }
     let total = assert_consistent(&fx);
@@ -165,11 +146,8 @@ fn two_ca_processes_on_one_directory_never_share_a_serial() {
     let first = Crossbar::start(bin(), fx.dir(), "ca-1", &ca_only_config(&fx));
     let second = Crossbar::start(bin(), fx.dir(), "ca-2", &ca_only_config(&fx));
     let ok = Arc::new(AtomicUsize::new(0));
-    let names = |prefix: &str| {
-        (0..60)
-            .map(|i| format!("{prefix}{i}.example.com"))
-            .collect::<Vec<_>>()
-    };
+    let names =
+        |prefix: &str| (0..60).map(|i| format!("{prefix}{i}.example.com")).collect::<Vec<_>>();
     let mut workers = submit_all(first.ca.unwrap(), names("one"), 3, ok.clone());
     workers.extend(submit_all(second.ca.unwrap(), names("two"), 3, ok.clone()));
     for worker in workers {

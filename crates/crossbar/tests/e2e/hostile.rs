@@ -17,17 +17,9 @@ enum Who {
 #[test]
 fn hostile_requests_get_clear_answers_and_change_nothing() {
     let fx = CaFixture::new(KeyAlgorithm::EcP256);
-    let cb = Crossbar::start(
-        bin(),
-        fx.dir(),
-        "crossbar",
-        &fx.single_node_config("false", ""),
-    );
+    let cb = Crossbar::start(bin(), fx.dir(), "crossbar", &fx.single_node_config("false", ""));
     let anonymous = TlsClient::new(&fx.ca_bundle(), None);
-    let admin = TlsClient::new(
-        &fx.ca_bundle(),
-        Some((&fx.cert(ADMIN_NAME), &fx.key(ADMIN_NAME))),
-    );
+    let admin = TlsClient::new(&fx.ca_bundle(), Some((&fx.cert(ADMIN_NAME), &fx.key(ADMIN_NAME))));
 
     // A pending request, so that a duplicate can be attempted.
     let pending = csr_pem("dup.example.com");
@@ -43,10 +35,8 @@ fn hostile_requests_get_clear_answers_and_change_nothing() {
     let valid = csr_pem("agent1.example.com");
     let two = format!("{valid}{valid}");
     let huge = vec![b'A'; 70 * 1024];
-    let lb_cert_header: String = std::fs::read_to_string(fx.cert(LB_NAME))
-        .unwrap()
-        .replace('\n', "%0A")
-        .replace(' ', "%20");
+    let lb_cert_header: String =
+        std::fs::read_to_string(fx.cert(LB_NAME)).unwrap().replace('\n', "%0A").replace(' ', "%20");
     let spoof: Vec<(&str, &str)> = vec![
         ("X-Client-Verify", "SUCCESS"),
         ("x-client-verify", "SUCCESS"),
@@ -116,9 +106,7 @@ fn hostile_requests_get_clear_answers_and_change_nothing() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(fx.snapshot() == before, "the CA directory changed");
     assert!(
-        cb.child
-            .stderr()
-            .contains("forbidden: CA admin endpoints need pp_cli_auth"),
+        cb.child.stderr().contains("forbidden: CA admin endpoints need pp_cli_auth"),
         "refusals are logged for the operator"
     );
 }

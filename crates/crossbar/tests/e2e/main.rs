@@ -55,22 +55,12 @@ fn openssl_verify(ca_bundle: &Path, crl: &Path, cert: &Path) -> (bool, String) {
         .unwrap();
     (
         out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
     )
 }
 
 /// The serial of a PEM certificate file, as big-endian bytes.
 fn serial_of(cert: &Path) -> Vec<u8> {
-    let der = pki::pemfile::blocks(&std::fs::read(cert).unwrap(), "CERTIFICATE")
-        .unwrap()
-        .remove(0);
-    pki::describe::certificate(&der)
-        .unwrap()
-        .cert
-        .unwrap()
-        .serial_bytes
+    let der = pki::pemfile::blocks(&std::fs::read(cert).unwrap(), "CERTIFICATE").unwrap().remove(0);
+    pki::describe::certificate(&der).unwrap().cert.unwrap().serial_bytes
 }

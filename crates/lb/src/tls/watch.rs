@@ -73,11 +73,7 @@ impl TlsState {
 
     /// Installs a CRL fetched from the CA pool and rebuilds with it.
     pub fn install_crl(&self, pem: Vec<u8>) -> Result<Arc<TlsSnapshot>, TlsError> {
-        let previous = self
-            .pulled_crl
-            .lock()
-            .map(|mut slot| slot.replace(pem))
-            .unwrap_or(None);
+        let previous = self.pulled_crl.lock().map(|mut slot| slot.replace(pem)).unwrap_or(None);
         let result = self.rebuild("CRL pulled from the CA");
         if result.is_err() {
             if let Ok(mut slot) = self.pulled_crl.lock() {
@@ -116,16 +112,11 @@ impl TlsState {
 
     fn stamps(&self) -> Vec<Option<Stamp>> {
         let f = &self.files;
-        [
-            Some(&f.cert),
-            Some(&f.key),
-            Some(&f.client_ca),
-            f.crl.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|p| stamp(p))
-        .collect()
+        [Some(&f.cert), Some(&f.key), Some(&f.client_ca), f.crl.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|p| stamp(p))
+            .collect()
     }
 }
 
