@@ -9,6 +9,8 @@ mod status;
 
 use std::{net::SocketAddr, sync::Arc, time::SystemTime};
 
+use arc_swap::ArcSwap;
+
 use axum::{
     extract::{ConnectInfo, DefaultBodyLimit, Request},
     middleware::{self, Next},
@@ -29,11 +31,41 @@ pub const PUPPET_VERSION: &str = "7.23.0";
 /// Largest request body the API reads (CSRs are further limited to 64 KiB).
 const MAX_BODY: usize = 256 * 1024;
 
-/// Everything a handler needs.
+/// Everything a handler needs; each part can be replaced at run time (config reload) while
+/// requests in flight keep the one they started with.
 pub struct ApiState {
-    pub service: Arc<CaService>,
-    pub autosign: Autosign,
-    pub access: AccessPolicy,
+    service: ArcSwap<CaService>,
+    autosign: ArcSwap<Autosign>,
+    access: ArcSwap<AccessPolicy>,
+}
+
+impl ApiState {
+    pub fn new(service: Arc<CaService>, autosign: Autosign, access: AccessPolicy) -> Self {
+        Self {
+            service: ArcSwap::new(service),
+            autosign: ArcSwap::from_pointee(autosign),
+            access: ArcSwap::from_pointee(access),
+        }
+    }
+
+    pub fn service(&self) -> Arc<CaService> {
+        self.service.load_full()
+    }
+
+    pub fn autosign(&self) -> Arc<Autosign> {
+        self.autosign.load_full()
+    }
+
+    pub fn access(&self) -> Arc<AccessPolicy> {
+        self.access.load_full()
+    }
+
+    /// Installs reloaded settings.
+    pub fn replace(&self, service: Arc<CaService>, autosign: Autosign, access: AccessPolicy) {
+        self.service.store(service);
+        self.autosign.store(Arc::new(autosign));
+        self.access.store(Arc::new(access));
+    }
 }
 
 type State = Arc<ApiState>;
@@ -80,7 +112,7 @@ async fn blocking<T: Send + 'static>(
     state: &State,
     op: impl FnOnce(&CaService) -> Result<T, CaError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let service = state.service.clone();
+    let service = state.service();
     match tokio::task::spawn_blocking(move || op(&service)).await {
         Ok(result) => result.map_err(ApiError::from),
         Err(e) => Err(ApiError::Internal(format!("CA task failed: {e}"))),
@@ -95,8 +127,9 @@ fn require_admin(
     path: &str,
     headers: &HeaderMap,
 ) -> Result<Caller, ApiError> {
-    let caller = state.access.caller(peer.ip(), headers)?;
-    if state.access.is_admin(&caller) {
+    let access = state.access();
+    let caller = access.caller(peer.ip(), headers)?;
+    if access.is_admin(&caller) {
         return Ok(caller);
     }
     tracing::warn!(?caller, %path, %method, "forbidden: CA admin endpoints need pp_cli_auth or an admin_certnames entry");

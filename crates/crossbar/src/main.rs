@@ -37,10 +37,10 @@ fn main() -> ExitCode {
 
 async fn run(command: cli::Command) -> anyhow::Result<u8> {
     match command {
-        cli::Command::Serve { config } => {
-            let config = config::load(&config)?;
+        cli::Command::Serve { config: path } => {
+            let config = config::load(&path)?;
             init_logging(&config.log_level);
-            serve::run(config).await?;
+            serve::run(&path, config).await?;
             Ok(0)
         }
         cli::Command::Check { config } => {

@@ -1,20 +1,32 @@
-//! `crossbar serve`: binds the listeners of the declared roles and runs them until SIGTERM or
-//! SIGINT, then drains.
+//! `crossbar serve`: binds the listeners of the declared roles and runs them; SIGHUP reloads
+//! the config file (a bad file keeps the running configuration), SIGTERM/SIGINT stop accepting
+//! and drain.
 
-use std::{io::Write, net::SocketAddr, sync::Arc, time::Duration};
+use std::{io::Write, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{signal, SignalKind},
+    sync::watch,
+};
 
-use crate::config::Config;
+use crate::config::{self, Config};
 
 /// How often the CA checks whether its CRL nears its nextUpdate, and the margin it keeps.
 const CRL_CHECK_EVERY: Duration = Duration::from_secs(24 * 3600);
 const CRL_RENEW_MARGIN: Duration = Duration::from_secs(30 * 24 * 3600);
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// The running roles, for reloads.
+struct Running {
+    ca: Option<(Arc<ca::api::ApiState>, SocketAddr, std::path::PathBuf)>,
+    lb: Option<Arc<lb::LbState>>,
+}
+
+pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let mut running = Running { ca: None, lb: None };
     let mut lb_config = config.lb;
     if let Some(ca_config) = config.ca {
         let listener = bind(ca_config.listen, "ca").await?;
@@ -23,7 +35,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         if let Some(lb) = lb_config.as_mut() {
             add_local_ca_pool(lb, addr);
         }
-        let router = build_ca(&ca_config)?;
+        let state = build_ca(&ca_config)?;
+        running.ca = Some((state.clone(), addr, ca_config.cadir.clone()));
+        let router = ca::api::router(state);
         let shutdown = wait_for(stopped.clone());
         tasks.spawn(async move {
             let service = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -34,15 +48,71 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     if let Some(lb_config) = lb_config {
         let listener = bind(lb_config.listen, "lb").await?;
+        let admin = match lb_config.admin_listen {
+            Some(addr) => Some(bind(addr, "lb admin_listen").await?),
+            None => None,
+        };
         announce("lb", "https", listener.local_addr()?);
+        if let Some(admin) = &admin {
+            announce("admin", "http", admin.local_addr()?);
+        }
         let lb = lb::Lb::build(lb_config).context("cannot start the load balancer")?;
-        tasks.spawn(lb.run(listener, wait_for(stopped.clone())));
+        running.lb = Some(lb.state());
+        tasks.spawn(lb.run(listener, admin, wait_for(stopped.clone())));
     }
-    wait_for_signal().await;
-    tracing::info!("shutting down");
+    wait_for_stop(path, &running).await?;
+    tracing::info!("shutting down: no new connections; draining");
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT, reloading on every SIGHUP meanwhile.
+async fn wait_for_stop(path: &Path, running: &Running) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => reload(path, running),
+        }
+    }
+}
+
+fn reload(path: &Path, running: &Running) {
+    tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "the new configuration is invalid; keeping the running one"
+            );
+            return;
+        }
+    };
+    if let (Some((state, _, cadir)), Some(ca_config)) = (&running.ca, &config.ca) {
+        match reload_ca(state, cadir, ca_config) {
+            Ok(()) => tracing::info!("CA settings reloaded"),
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "CA reload failed; keeping the running settings"
+            ),
+        }
+    }
+    if running.ca.is_some() != config.ca.is_some() || running.lb.is_some() != config.lb.is_some() {
+        tracing::warn!("adding or removing a role takes effect on restart");
+    }
+    if let (Some(state), Some(mut lb_config)) = (&running.lb, config.lb) {
+        if let Some((_, addr, _)) = &running.ca {
+            add_local_ca_pool(&mut lb_config, *addr);
+        }
+        if let Err(e) = state.reload(lb_config) {
+            tracing::error!(error = %e, "LB reload failed; keeping the running configuration");
+        }
+    }
 }
 
 /// In one process the LB reaches the local CA over HTTP like any backend (one code path); when
@@ -58,30 +128,44 @@ fn add_local_ca_pool(lb: &mut lb::LbConfig, ca_addr: SocketAddr) {
     };
     let url = format!("http://{host}:{}", ca_addr.port());
     tracing::info!(%url, "pool 'ca' is this process's CA");
+    let member = lb::config::FileMember { url, standby: false, max_in_flight: None };
     lb.pools.push(lb::config::PoolConfig {
         name: lb::route::CA_POOL.into(),
-        members: vec![lb::config::FileMember { url, standby: false }],
+        settings: lb::pool::PoolSettings::default(),
+        members: vec![member],
     });
 }
 
-fn build_ca(config: &ca::config::CaConfig) -> anyhow::Result<axum::Router> {
+fn open_ca(config: &ca::config::CaConfig) -> anyhow::Result<Arc<ca::CaService>> {
     let (store, recovery) = ca::fs::FsStore::open(&config.cadir)
         .with_context(|| format!("cannot open the CA directory {}", config.cadir.display()))?;
     if !recovery.is_clean() {
         tracing::warn!(?recovery, "repaired the CA directory after an unclean stop");
     }
-    let service = Arc::new(
+    Ok(Arc::new(
         ca::CaService::open(Arc::new(store), config.settings.clone())
             .context("cannot load the CA")?,
-    );
+    ))
+}
+
+fn build_ca(config: &ca::config::CaConfig) -> anyhow::Result<Arc<ca::api::ApiState>> {
+    let service = open_ca(config)?;
     tracing::info!(ca = service.signer().subject(), cadir = %config.cadir.display(), autosign = %ca::config::describe_autosign(&config.autosign), "CA ready");
     tokio::spawn(keep_crl_fresh(service.clone()));
-    let state = Arc::new(ca::api::ApiState {
-        service,
-        autosign: config.autosign.clone(),
-        access: config.access.clone(),
-    });
-    Ok(ca::api::router(state))
+    Ok(Arc::new(ca::api::ApiState::new(service, config.autosign.clone(), config.access.clone())))
+}
+
+fn reload_ca(
+    state: &ca::api::ApiState,
+    cadir: &Path,
+    config: &ca::config::CaConfig,
+) -> anyhow::Result<()> {
+    if config.cadir != cadir {
+        anyhow::bail!("[ca] cadir changed; a new cadir takes effect on restart");
+    }
+    let service = open_ca(config)?;
+    state.replace(service, config.autosign.clone(), config.access.clone());
+    Ok(())
 }
 
 async fn keep_crl_fresh(service: Arc<ca::CaService>) {
@@ -114,18 +198,4 @@ fn announce(role: &str, scheme: &str, addr: SocketAddr) {
 
 async fn wait_for(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        tracing::error!("cannot install signal handlers; stopping");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

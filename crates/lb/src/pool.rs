@@ -1,44 +1,235 @@
-//! Pools of backend members and the order in which a request tries them.
+//! Pools of backend members: who is eligible, who has room, and the bounded queue a request
+//! waits in when every eligible member is at its `max_in_flight`.
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc,
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
 };
 
-use crate::upstream::Upstream;
+use tokio::sync::Notify;
+
+use crate::{
+    balance::{self, Pick, Strategy, View},
+    health::{Health, HealthPolicy, Transition},
+    upstream::Upstream,
+};
+
+/// How a pool balances, checks and queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub strategy: Strategy,
+    /// Active check (`GET path`, expecting 200 and `expect` in the body); `None` disables it.
+    pub check: Option<ActiveCheck>,
+    pub health: HealthPolicy,
+    /// Take a member out on a 5xx answer, not only on connection failures.
+    pub eject_on_5xx: bool,
+    pub queue_max: usize,
+    pub queue_timeout: Duration,
+    /// `Retry-After` for shed requests is drawn from this range (seconds).
+    pub retry_after: (u64, u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveCheck {
+    pub path: String,
+    pub expect: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::default(),
+            check: Some(ActiveCheck {
+                path: "/status/v1/simple".into(),
+                expect: "running".into(),
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(2),
+            }),
+            health: HealthPolicy::default(),
+            eject_on_5xx: false,
+            queue_max: 1000,
+            queue_timeout: Duration::from_secs(30),
+            retry_after: (5, 15),
+        }
+    }
+}
 
 /// One backend of a pool.
 #[derive(Debug)]
 pub struct Member {
     pub upstream: Arc<Upstream>,
-    /// A hot standby (the seed's `status=+H`): used only when no primary can take the request.
+    /// A hot standby (the seed's `status=+H`): used only when no primary is eligible.
     pub standby: bool,
+    /// Requests this member takes at once (a compiler's JRuby count); `None` is unlimited.
+    pub max_in_flight: Option<usize>,
     in_flight: AtomicUsize,
+    healthy: AtomicBool,
+    drained: AtomicBool,
+    health: Mutex<Health>,
+    released: Arc<Notify>,
+    pub stats: MemberStats,
+}
+
+/// Counters of one member, read by the admin endpoints.
+#[derive(Debug, Default)]
+pub struct MemberStats {
+    pub requests: AtomicU64,
+    pub failures: AtomicU64,
+    pub ejections: AtomicU64,
+    /// Responses by status class: index 0 = 1xx … 4 = 5xx.
+    pub by_class: [AtomicU64; 5],
 }
 
 impl Member {
-    pub fn new(upstream: Upstream, standby: bool) -> Self {
-        Self { upstream: Arc::new(upstream), standby, in_flight: AtomicUsize::new(0) }
+    fn new(
+        upstream: Upstream,
+        standby: bool,
+        max_in_flight: Option<usize>,
+        released: Arc<Notify>,
+    ) -> Self {
+        Self {
+            upstream: Arc::new(upstream),
+            standby,
+            max_in_flight,
+            in_flight: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+            drained: AtomicBool::new(false),
+            health: Mutex::new(Health::new()),
+            released,
+            stats: MemberStats::default(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        self.upstream.url()
     }
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Counts a request against this member until the guard drops.
-    pub fn start(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot if the member has room.
+    fn try_start(self: &Arc<Self>) -> Option<InFlight> {
+        let max = self.max_in_flight;
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                max.is_none_or(|m| n < m).then_some(n + 1)
+            })
+            .ok()?;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight(self.clone()))
+    }
+
+    /// An active probe's result; returns the transition, if any.
+    pub fn record_probe(&self, ok: bool, policy: &HealthPolicy) -> Option<Transition> {
+        let transition = self.health.lock().ok()?.probe(ok, policy);
+        self.apply(transition)
+    }
+
+    /// A request failed in a way that says the member is gone: out of rotation at once.
+    pub fn eject(&self, policy: &HealthPolicy) -> Option<Transition> {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        let transition = self.health.lock().ok()?.eject(Instant::now(), policy);
+        if transition.is_some() {
+            self.stats.ejections.fetch_add(1, Ordering::Relaxed);
+            self.upstream.clear_idle();
+        }
+        self.apply(transition)
+    }
+
+    /// How long until the next probe.
+    pub fn next_probe_in(&self, interval: Duration) -> Duration {
+        self.health.lock().map_or(interval, |h| h.next_probe_in(Instant::now(), interval))
+    }
+
+    fn apply(&self, transition: Option<Transition>) -> Option<Transition> {
+        match transition {
+            Some(Transition::Down) => self.healthy.store(false, Ordering::Relaxed),
+            Some(Transition::Up) => {
+                self.healthy.store(true, Ordering::Relaxed);
+                // Requests queued while nothing was eligible may go now.
+                self.released.notify_waiters();
+            }
+            None => {}
+        }
+        transition
+    }
+
+    /// Stops (`true`) or resumes (`false`) new requests to this member; in-flight ones finish.
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::Relaxed);
+        if !drained {
+            self.released.notify_waiters();
+        }
+    }
+
+    /// Counts a response by status class.
+    pub fn record_status(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.stats.by_class[class].fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// A request in flight on a member.
+/// A request in flight on a member; frees the slot and wakes one queued request on drop.
 #[derive(Debug)]
 pub struct InFlight(Arc<Member>);
 
+impl InFlight {
+    pub fn member(&self) -> &Arc<Member> {
+        &self.0
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.released.notify_one();
+    }
+}
+
+/// Why a pool could not give a request a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// No member is healthy, undrained and untried.
+    NoMember,
+    /// Every eligible member is full and the queue is at its limit.
+    QueueFull,
+    /// The request waited `queue_timeout` without a member freeing up.
+    QueueTimeout,
+}
+
+/// Counters of one pool.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    pub duration: crate::metrics::Histogram,
+    pub shed_no_member: AtomicU64,
+    pub shed_queue_full: AtomicU64,
+    pub shed_queue_timeout: AtomicU64,
+    pub shed_backend_failed: AtomicU64,
+}
+
+impl PoolStats {
+    /// Counts a request shed for `why`.
+    pub fn shed(&self, why: Shed) {
+        let counter = match why {
+            Shed::NoMember => &self.shed_no_member,
+            Shed::QueueFull => &self.shed_queue_full,
+            Shed::QueueTimeout => &self.shed_queue_timeout,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -46,16 +237,42 @@ impl Drop for InFlight {
 #[derive(Debug)]
 pub struct Pool {
     pub name: String,
+    pub settings: PoolSettings,
+    pub stats: PoolStats,
     members: Vec<Arc<Member>>,
-    next: AtomicUsize,
+    turn: AtomicUsize,
+    queued: AtomicUsize,
+    released: Arc<Notify>,
+}
+
+/// A member's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberSpec {
+    pub standby: bool,
+    pub max_in_flight: Option<usize>,
 }
 
 impl Pool {
-    pub fn new(name: impl Into<String>, members: Vec<Member>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        settings: PoolSettings,
+        members: Vec<(Upstream, MemberSpec)>,
+    ) -> Self {
+        let released = Arc::new(Notify::new());
+        let members = members
+            .into_iter()
+            .map(|(upstream, spec)| {
+                Arc::new(Member::new(upstream, spec.standby, spec.max_in_flight, released.clone()))
+            })
+            .collect();
         Self {
             name: name.into(),
-            members: members.into_iter().map(Arc::new).collect(),
-            next: AtomicUsize::new(0),
+            settings,
+            stats: PoolStats::default(),
+            members,
+            turn: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            released,
         }
     }
 
@@ -63,19 +280,89 @@ impl Pool {
         &self.members
     }
 
-    /// The members to try for one request, in order: the primaries round-robin, then the
-    /// standbys in their configured order.
-    pub fn candidates(&self) -> Vec<Arc<Member>> {
-        let primaries: Vec<&Arc<Member>> = self.members.iter().filter(|m| !m.standby).collect();
-        let mut order = Vec::with_capacity(self.members.len());
-        if !primaries.is_empty() {
-            let start = self.next.fetch_add(1, Ordering::Relaxed) % primaries.len();
-            order.extend(
-                primaries.iter().cycle().skip(start).take(primaries.len()).map(|m| Arc::clone(m)),
-            );
+    /// Requests waiting for a member.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Whether any member could take a request now (healthy and not drained).
+    pub fn has_eligible(&self) -> bool {
+        self.members.iter().any(|m| m.is_healthy() && !m.is_drained())
+    }
+
+    /// A slot on a member for one attempt, waiting in the pool's queue when all eligible members
+    /// are full. `tried` excludes members this request already failed on.
+    pub async fn acquire(
+        &self,
+        key: Option<&str>,
+        tried: &[usize],
+    ) -> Result<(usize, InFlight), Shed> {
+        let deadline = tokio::time::Instant::now() + self.settings.queue_timeout;
+        let mut waiting: Option<QueueTicket<'_>> = None;
+        loop {
+            let notified = self.released.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.pick(key, tried) {
+                Pick::Member(index) => match self.members[index].try_start() {
+                    Some(slot) => return Ok((index, slot)),
+                    None => continue,
+                },
+                Pick::NoneEligible => return Err(Shed::NoMember),
+                Pick::Full => {
+                    if waiting.is_none() {
+                        waiting = Some(
+                            QueueTicket::take(&self.queued, self.settings.queue_max)
+                                .ok_or(Shed::QueueFull)?,
+                        );
+                    }
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        return Err(Shed::QueueTimeout);
+                    }
+                }
+            }
         }
-        order.extend(self.members.iter().filter(|m| m.standby).cloned());
-        order
+    }
+
+    fn pick(&self, key: Option<&str>, tried: &[usize]) -> Pick {
+        let views: Vec<View<'_>> = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| View {
+                id: m.url(),
+                eligible: m.is_healthy() && !m.is_drained() && !tried.contains(&i),
+                standby: m.standby,
+                in_flight: m.in_flight(),
+                max_in_flight: m.max_in_flight,
+            })
+            .collect();
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        balance::pick(self.settings.strategy, &views, turn, key)
+    }
+
+    /// A jittered `Retry-After` in seconds, so that shed agents do not come back together.
+    pub fn retry_after(&self) -> u64 {
+        let (low, high) = self.settings.retry_after;
+        fastrand::u64(low..=high.max(low))
+    }
+}
+
+/// A place in a pool's queue; given back on drop.
+struct QueueTicket<'a>(&'a AtomicUsize);
+
+impl<'a> QueueTicket<'a> {
+    fn take(queued: &'a AtomicUsize, max: usize) -> Option<Self> {
+        queued
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+            .ok()?;
+        Some(Self(queued))
+    }
+}
+
+impl Drop for QueueTicket<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -84,39 +371,113 @@ mod tests {
     use super::*;
     use crate::upstream::UpstreamSettings;
 
-    fn member(port: u16, standby: bool) -> Member {
-        Member::new(
-            Upstream::new(&format!("http://127.0.0.1:{port}"), UpstreamSettings::default())
-                .expect("url"),
-            standby,
-        )
-    }
-
-    fn ports(order: &[Arc<Member>]) -> Vec<String> {
-        order
+    fn pool(specs: &[(bool, Option<usize>)], settings: PoolSettings) -> Pool {
+        let members = specs
             .iter()
-            .map(|m| m.upstream.url().rsplit(':').next().unwrap_or_default().to_owned())
-            .collect()
+            .enumerate()
+            .map(|(i, (standby, max))| {
+                let upstream = Upstream::new(
+                    &format!("http://127.0.0.1:{}", 1000 + i),
+                    UpstreamSettings::default(),
+                )
+                .expect("url");
+                (upstream, MemberSpec { standby: *standby, max_in_flight: *max })
+            })
+            .collect();
+        Pool::new("p", settings, members)
+    }
+
+    fn quick() -> PoolSettings {
+        PoolSettings {
+            queue_max: 2,
+            queue_timeout: Duration::from_millis(200),
+            strategy: Strategy::RoundRobin,
+            ..PoolSettings::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_pool_queues_then_serves_when_a_slot_frees() {
+        let pool = Arc::new(pool(
+            &[(false, Some(1))],
+            PoolSettings { queue_timeout: Duration::from_secs(10), ..quick() },
+        ));
+        let (_, first) = pool.acquire(None, &[]).await.expect("first slot");
+        let waiter = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.acquire(None, &[]).await.map(|(i, _)| i) }
+        });
+        crate::test_util::until(|| pool.queued() == 1).await;
+        drop(first);
+        assert_eq!(waiter.await.expect("join"), Ok(0));
+        assert_eq!(pool.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_length_and_time() {
+        let pool = Arc::new(pool(&[(false, Some(1))], quick()));
+        let _held = pool.acquire(None, &[]).await.expect("slot");
+        let mut waiters = Vec::new();
+        for _ in 0..2 {
+            let pool = pool.clone();
+            waiters
+                .push(tokio::spawn(async move { pool.acquire(None, &[]).await.map(|(i, _)| i) }));
+        }
+        crate::test_util::until(|| pool.queued() == 2).await;
+        assert_eq!(pool.acquire(None, &[]).await.map(|(i, _)| i), Err(Shed::QueueFull));
+        for waiter in waiters {
+            assert_eq!(waiter.await.expect("join"), Err(Shed::QueueTimeout));
+        }
+        assert_eq!(pool.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn ejected_and_drained_members_take_nothing_and_standbys_step_in() {
+        let pool = pool(&[(false, None), (false, None), (true, None)], quick());
+        let policy = HealthPolicy::default();
+        assert_eq!(pool.members()[0].eject(&policy), Some(Transition::Down));
+        for _ in 0..4 {
+            assert_eq!(pool.acquire(None, &[]).await.map(|(i, _)| i), Ok(1));
+        }
+        pool.members()[1].set_drained(true);
+        assert_eq!(pool.acquire(None, &[]).await.map(|(i, _)| i), Ok(2), "the standby");
+        assert_eq!(
+            pool.acquire(None, &[2]).await.map(|(i, _)| i),
+            Err(Shed::NoMember),
+            "tried members are excluded"
+        );
+        pool.members()[1].set_drained(false);
+        assert_eq!(pool.acquire(None, &[]).await.map(|(i, _)| i), Ok(1));
+        assert_eq!(pool.members()[0].record_probe(true, &policy), None);
+        assert_eq!(pool.members()[0].record_probe(true, &policy), Some(Transition::Up));
+        assert!(pool.has_eligible());
+    }
+
+    #[tokio::test]
+    async fn a_member_coming_back_wakes_the_queue() {
+        let pool = Arc::new(pool(
+            &[(false, Some(1))],
+            PoolSettings { queue_timeout: Duration::from_secs(10), ..quick() },
+        ));
+        let policy = HealthPolicy { rise: 1, ..HealthPolicy::default() };
+        let (_, slot) = pool.acquire(None, &[]).await.expect("slot");
+        let waiter = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.acquire(None, &[]).await.map(|(i, _)| i) }
+        });
+        crate::test_util::until(|| pool.queued() == 1).await;
+        pool.members()[0].eject(&policy);
+        drop(slot);
+        assert_eq!(pool.members()[0].record_probe(true, &policy), Some(Transition::Up));
+        assert_eq!(waiter.await.expect("join"), Ok(0));
     }
 
     #[test]
-    fn primaries_rotate_and_standbys_come_last() {
-        let pool = Pool::new("p", vec![member(1, false), member(2, true), member(3, false)]);
-        assert_eq!(ports(&pool.candidates()), ["1", "3", "2"]);
-        assert_eq!(ports(&pool.candidates()), ["3", "1", "2"]);
-        assert_eq!(ports(&pool.candidates()), ["1", "3", "2"]);
-        let only_standby = Pool::new("s", vec![member(9, true)]);
-        assert_eq!(ports(&only_standby.candidates()), ["9"]);
-    }
-
-    #[test]
-    fn in_flight_counts_follow_guards() {
-        let m = Arc::new(member(1, false));
-        let a = m.start();
-        let b = m.start();
-        assert_eq!(m.in_flight(), 2);
-        drop(a);
-        drop(b);
-        assert_eq!(m.in_flight(), 0);
+    fn retry_after_is_jittered_within_its_range() {
+        let pool = pool(&[(false, None)], quick());
+        let values: std::collections::BTreeSet<u64> =
+            (0..200).map(|_| pool.retry_after()).collect();
+        assert!(values.iter().all(|v| (5..=15).contains(v)));
+        assert!(values.len() > 3, "jitter spreads the values: {values:?}");
     }
 }

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use crate::{
     headers,
     identity::ClientIdentity,
-    pool::Pool,
+    pool::{Member, Pool, Shed},
     route::RouteTable,
     upstream::{FailureKind, PooledBody, SendFailure, UpstreamBody},
 };
@@ -32,44 +32,89 @@ pub struct Proxy {
     pools: HashMap<String, Arc<Pool>>,
 }
 
-/// Why no backend answered, mapped to the client's status in [`ProxyError::status`].
+/// Why no backend answered, mapped to the client's status in [`ProxyError::respond`].
 #[derive(Debug)]
 enum ProxyError {
     NoPool(String),
-    NoMembers(String),
-    Unreachable { pool: String, last: FailureKind },
-    Failed { member: String, kind: FailureKind },
+    /// The pool could not give the request a member (none eligible, queue full or timed out).
+    Shed {
+        pool: String,
+        why: Shed,
+        last: Option<FailureKind>,
+        retry_after: u64,
+    },
+    /// A backend took the request and failed before answering; it cannot be replayed.
+    Failed {
+        member: String,
+        kind: FailureKind,
+        retry_after: u64,
+    },
 }
 
 impl ProxyError {
-    fn status(&self) -> StatusCode {
+    /// Counts the failure in its pool's metrics.
+    fn count(&self, pool: &Pool) {
         match self {
-            Self::NoPool(_) | Self::Unreachable { .. } => StatusCode::BAD_GATEWAY,
-            Self::NoMembers(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Failed { kind: FailureKind::ResponseTimeout(..), .. } => {
-                StatusCode::GATEWAY_TIMEOUT
+            Self::NoPool(_) => {}
+            Self::Shed { why, .. } => pool.stats.shed(*why),
+            Self::Failed { .. } => {
+                pool.stats.shed_backend_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            Self::Failed { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
-    fn message(&self) -> String {
+    /// The one place where a proxy failure becomes a status: 503 with `Retry-After` whenever no
+    /// backend produced an answer (Puppet agents sleep and retry on it, where any other 5xx
+    /// fails the run), 504 for a backend that took longer than `timeouts.response`, 502 for an
+    /// unknown pool or an answer that was not HTTP.
+    fn respond(&self) -> (StatusCode, Option<u64>, String) {
         match self {
-            Self::NoPool(pool) => format!("crossbar has no pool named '{pool}' for this request"),
-            Self::NoMembers(pool) => {
-                format!("pool '{pool}' has no member that can take the request")
+            Self::NoPool(pool) => (
+                StatusCode::BAD_GATEWAY,
+                None,
+                format!("crossbar has no pool named '{pool}' for this request"),
+            ),
+            Self::Shed { pool, why, last, retry_after } => {
+                let reason = match (why, last) {
+                    (_, Some(last)) => format!(
+                        "no member of pool '{pool}' could take the request (last error: {last})"
+                    ),
+                    (Shed::NoMember, None) => format!("pool '{pool}' has no healthy member"),
+                    (Shed::QueueFull, None) => format!(
+                        "pool '{pool}' is overloaded: every member is busy and the queue is full"
+                    ),
+                    (Shed::QueueTimeout, None) => {
+                        format!("pool '{pool}' is overloaded: no member freed up in time")
+                    }
+                };
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some(*retry_after),
+                    format!("{reason}; retry in {retry_after}s"),
+                )
             }
-            Self::Unreachable { pool, last } => {
-                format!("no member of pool '{pool}' could be reached (last error: {last})")
+            Self::Failed { member, kind: kind @ FailureKind::ResponseTimeout(..), .. } => {
+                (StatusCode::GATEWAY_TIMEOUT, None, format!("backend {member} failed: {kind}"))
             }
-            Self::Failed { member, kind } => format!("backend {member} failed: {kind}"),
+            Self::Failed { member, kind: kind @ FailureKind::Send(_, e), .. } if e.is_parse() => (
+                StatusCode::BAD_GATEWAY,
+                None,
+                format!("backend {member} sent an invalid answer: {kind}"),
+            ),
+            Self::Failed { member, kind, retry_after } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(*retry_after),
+                format!(
+                    "backend {member} failed before answering: {kind}; retry in {retry_after}s"
+                ),
+            ),
         }
     }
 }
 
 impl Proxy {
-    pub fn new(routes: RouteTable, pools: Vec<Pool>) -> Self {
-        let pools = pools.into_iter().map(|p| (p.name.clone(), Arc::new(p))).collect();
+    pub fn new(routes: RouteTable, pools: Vec<Arc<Pool>>) -> Self {
+        let pools = pools.into_iter().map(|p| (p.name.clone(), p)).collect();
         Self { routes, pools }
     }
 
@@ -79,6 +124,10 @@ impl Proxy {
 
     pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
         self.pools.values()
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pools.get(name)
     }
 
     /// Proxies one request; never fails (errors become 502/503/504 with a body).
@@ -100,13 +149,15 @@ impl Proxy {
             pool: pool_name.clone(),
             started,
         };
-        match self.forward(&pool_name, upstream_request).await {
-            Ok((member, response)) => respond(response, member, log),
+        match self.forward(&pool_name, upstream_request, conn.identity.certname()).await {
+            Ok((pool, member, response)) => respond(response, pool, member, log),
             Err(error) => {
-                let status = error.status();
-                let message = error.message();
+                if let Some(pool) = self.pools.get(&pool_name) {
+                    error.count(pool);
+                }
+                let (status, retry_after, message) = error.respond();
                 log.emit("-", status, message.len() as u64, Some(&message));
-                error_response(status, message)
+                error_response(status, retry_after, message)
             }
         }
     }
@@ -115,41 +166,70 @@ impl Proxy {
         &self,
         pool_name: &str,
         request: Request<UpstreamBody>,
-    ) -> Result<(String, Response<PooledBody>), ProxyError> {
+        key: Option<&str>,
+    ) -> Result<(Arc<Pool>, Arc<Member>, Response<PooledBody>), ProxyError> {
         let pool =
             self.pools.get(pool_name).ok_or_else(|| ProxyError::NoPool(pool_name.to_owned()))?;
         let replay = Replay::capture(&request);
         let mut request = Some(request);
+        let mut tried = Vec::new();
         let mut last = None;
-        for member in pool.candidates() {
+        loop {
+            let (index, slot) = match pool.acquire(key, &tried).await {
+                Ok(acquired) => acquired,
+                Err(why) => {
+                    return Err(ProxyError::Shed {
+                        pool: pool_name.to_owned(),
+                        why,
+                        last,
+                        retry_after: pool.retry_after(),
+                    })
+                }
+            };
             let Some(attempt) = request.take().or_else(|| replay.as_ref().map(Replay::rebuild))
             else {
-                break;
+                // Only a request that can be replayed gets here after an attempt reached a backend.
+                return Err(ProxyError::Shed {
+                    pool: pool_name.to_owned(),
+                    why: Shed::NoMember,
+                    last,
+                    retry_after: pool.retry_after(),
+                });
             };
-            let in_flight = member.start();
+            let member = slot.member().clone();
             match member.upstream.send(attempt).await {
                 Ok(mut response) => {
-                    response.body_mut().on_done(Box::new(move |_, _| drop(in_flight)));
-                    return Ok((member.upstream.url().to_owned(), response));
+                    let status = response.status();
+                    member.record_status(status.as_u16());
+                    if status.is_server_error() && pool.settings.eject_on_5xx {
+                        note_ejection(pool, &member, &format!("answered {status}"));
+                    }
+                    response.body_mut().on_done(Box::new(move |_, _| drop(slot)));
+                    return Ok((pool.clone(), member, response));
                 }
                 Err(SendFailure { kind, request: unsent }) => {
-                    tracing::warn!(pool = pool_name, member = member.upstream.url(), error = %kind, retry = unsent.is_some() || replay.is_some(), "backend attempt failed");
+                    drop(slot);
+                    note_ejection(pool, &member, &kind.to_string());
                     let reached_backend = unsent.is_none();
-                    request = unsent;
                     if reached_backend && replay.is_none() {
                         return Err(ProxyError::Failed {
-                            member: member.upstream.url().to_owned(),
+                            member: member.url().to_owned(),
                             kind,
+                            retry_after: pool.retry_after(),
                         });
                     }
+                    request = unsent;
+                    tried.push(index);
                     last = Some(kind);
                 }
             }
         }
-        match last {
-            Some(last) => Err(ProxyError::Unreachable { pool: pool_name.to_owned(), last }),
-            None => Err(ProxyError::NoMembers(pool_name.to_owned())),
-        }
+    }
+}
+
+fn note_ejection(pool: &Pool, member: &Member, reason: &str) {
+    if member.eject(&pool.settings.health).is_some() {
+        tracing::warn!(pool = %pool.name, member = member.url(), reason, "member ejected: out of rotation until it passes its health checks");
     }
 }
 
@@ -190,20 +270,34 @@ fn prepare(request: Request<Incoming>, conn: &ConnInfo) -> Request<UpstreamBody>
     Request::from_parts(parts, Either::Left(body))
 }
 
-fn respond(response: Response<PooledBody>, member: String, log: AccessLog) -> Response<ClientBody> {
+fn respond(
+    response: Response<PooledBody>,
+    pool: Arc<Pool>,
+    member: Arc<Member>,
+    log: AccessLog,
+) -> Response<ClientBody> {
     let (mut parts, mut body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     let status = parts.status;
-    body.on_done(Box::new(move |bytes, _| log.emit(&member, status, bytes, None)));
+    body.on_done(Box::new(move |bytes, _| {
+        pool.stats.duration.observe(log.started.elapsed());
+        log.emit(member.url(), status, bytes, None);
+    }));
     Response::from_parts(parts, Either::Left(body))
 }
 
-fn error_response(status: StatusCode, message: String) -> Response<ClientBody> {
+fn error_response(
+    status: StatusCode,
+    retry_after: Option<u64>,
+    message: String,
+) -> Response<ClientBody> {
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(message))));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if let Some(seconds) = retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     response
 }
 

@@ -1,21 +1,24 @@
 //! The listener: accept, TLS handshake with the current snapshot, then HTTP/1.1 keep-alive
-//! connections served by the proxy, drained gracefully on shutdown.
+//! connections served by the current proxy. Connections whose client certificate a new CRL
+//! revokes are closed; on shutdown the listener stops accepting and drains.
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
 use hyper::service::service_fn;
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{watch, Semaphore},
 };
-use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::{
-    identity::ClientIdentity,
-    proxy::{ConnInfo, Proxy},
-    tls::watch::TlsState,
-};
+use crate::{identity::ClientIdentity, metrics::HandshakeFailure, proxy::ConnInfo, LbState};
 
 /// Limits of the listener.
 #[derive(Debug, Clone)]
@@ -39,15 +42,14 @@ impl Default for ServeSettings {
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and waits up to
-/// `drain_grace` for open requests.
+/// `drain_grace` for open requests to finish.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<TlsState>,
-    proxy: Arc<Proxy>,
+    state: Arc<LbState>,
     settings: ServeSettings,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let (stop, stopped) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -55,9 +57,7 @@ pub async fn serve(
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
-        };
+        let Ok(slot) = slots.clone().acquire_owned().await else { break };
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -68,45 +68,109 @@ pub async fn serve(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
-        let acceptor = TlsAcceptor::from(tls.current().config.clone());
-        let proxy = proxy.clone();
-        let http = http.clone();
-        let watcher = graceful.watcher();
-        let timeout = settings.handshake_timeout;
+        let connection = Connection {
+            state: state.clone(),
+            http: http.clone(),
+            stopped: stopped.clone(),
+            peer,
+            handshake_timeout: settings.handshake_timeout,
+        };
         tokio::spawn(async move {
-            let _slot = slot;
-            let tls_stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return handshake_failed(peer, &e.to_string()),
-                Err(_) => return handshake_failed(peer, "timed out"),
-            };
-            let leaf = tls_stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| c.as_ref().to_vec());
-            let info =
-                Arc::new(ConnInfo { peer, identity: ClientIdentity::from_peer(leaf.as_deref()) });
-            let service = service_fn(move |request| {
-                let proxy = proxy.clone();
-                let info = info.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(request, &info).await) }
-            });
-            let connection = http.serve_connection(TokioIo::new(tls_stream), service);
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
-            }
+            connection.run(stream).await;
+            drop(slot);
         });
     }
     drop(listener);
-    tracing::info!(grace = ?settings.drain_grace, "stopped accepting; draining open connections");
-    if tokio::time::timeout(settings.drain_grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!("drain grace period over; closing the remaining connections");
-    }
+    let open = settings.max_connections - slots.available_permits();
+    tracing::info!(open, grace = ?settings.drain_grace, "stopped accepting; draining open connections");
+    let _ = stop.send(true);
+    let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
+    match tokio::time::timeout(settings.drain_grace, slots.acquire_many(all)).await {
+        Ok(_) => tracing::info!("all connections drained"),
+        Err(_) => tracing::warn!("drain grace period over; closing the remaining connections"),
+    };
 }
 
-fn handshake_failed(peer: SocketAddr, reason: &str) {
-    tracing::info!(client = %peer, reason, "TLS handshake failed");
+/// One client connection.
+struct Connection {
+    state: Arc<LbState>,
+    http: hyper::server::conn::http1::Builder,
+    stopped: watch::Receiver<bool>,
+    peer: SocketAddr,
+    handshake_timeout: Duration,
+}
+
+impl Connection {
+    async fn run(mut self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let acceptor = TlsAcceptor::from(self.state.tls().current().config.clone());
+        let tls_stream = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return self
+                    .handshake_failed(&e.to_string(), HandshakeFailure::classify(&e.to_string()))
+            }
+            Err(_) => return self.handshake_failed("timed out", HandshakeFailure::Timeout),
+        };
+        let metrics = &self.state.metrics;
+        metrics.handshakes.fetch_add(1, Ordering::Relaxed);
+        metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+        let leaf = tls_stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec());
+        let info = Arc::new(ConnInfo {
+            peer: self.peer,
+            identity: ClientIdentity::from_peer(leaf.as_deref()),
+        });
+        let serial = match &info.identity {
+            ClientIdentity::Verified(client) => Some(client.serial.clone()),
+            ClientIdentity::Anonymous => None,
+        };
+        let state = self.state.clone();
+        let service = service_fn(move |request| {
+            let proxy = state.proxy();
+            let info = info.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(request, &info).await) }
+        });
+        let connection = self.http.serve_connection(TokioIo::new(tls_stream), service);
+        tokio::pin!(connection);
+        let mut snapshots = self.state.snapshots();
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(client = %self.peer, error = %e, "client connection ended with an error");
+                    }
+                    break;
+                }
+                Ok(()) = self.stopped.changed(), if !closing => {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                Ok(()) = snapshots.changed(), if !closing && serial.is_some() => {
+                    let crl = snapshots.borrow_and_update().crl.clone();
+                    if let (Some(crl), Some(serial)) = (crl, serial.as_deref()) {
+                        if crl.is_revoked(serial) {
+                            tracing::info!(client = %self.peer, "closing a live connection: its client certificate is now revoked");
+                            metrics.connections_closed_revoked.fetch_add(1, Ordering::Relaxed);
+                            closing = true;
+                            connection.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            }
+        }
+        metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn handshake_failed(&self, reason: &str, kind: HandshakeFailure) {
+        self.state.metrics.handshake_failed(kind);
+        tracing::info!(client = %self.peer, reason, "TLS handshake failed");
+    }
 }

@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 
 /// Timeouts and pool sizes for one member.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// From the request being written to the response head arriving. puppetserver compiles can
@@ -128,6 +128,11 @@ impl Upstream {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// `host:port` to connect to.
+    pub fn authority(&self) -> &str {
+        &self.authority
     }
 
     pub fn settings(&self) -> &UpstreamSettings {
@@ -265,14 +270,20 @@ impl PooledBody {
         body
     }
 
-    /// Registers the completion callback (access log, in-flight accounting). Runs at once if
-    /// the body already ended.
+    /// Adds a completion callback (access log, in-flight accounting); callbacks run in the
+    /// order they were added. Runs at once if the body already ended.
     pub fn on_done(&mut self, done: OnDone) {
-        if self.reuse.is_none() && self.inner.is_end_stream() {
-            done(0, true);
+        if self.reuse.is_none() && self.inner.is_end_stream() && self.on_done.is_none() {
+            done(self.bytes, true);
             return;
         }
-        self.on_done = Some(done);
+        self.on_done = Some(match self.on_done.take() {
+            None => done,
+            Some(earlier) => Box::new(move |bytes, clean| {
+                earlier(bytes, clean);
+                done(bytes, clean);
+            }),
+        });
     }
 
     fn release(&mut self) {

@@ -52,7 +52,7 @@ pub(super) async fn put_request(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let pending = blocking(&state, move |ca| ca.check_request(&subject, &body)).await?;
-    if state.autosign.decide(&pending.name, &pending.submitted).await {
+    if state.autosign().decide(&pending.name, &pending.submitted).await {
         blocking(&state, move |ca| ca.autosign(&pending)).await?;
     } else {
         let name = pending.name.clone();
@@ -101,7 +101,7 @@ pub(super) async fn expirations(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if state.access.caller(peer.0.ip(), &headers)? == super::Caller::Anonymous {
+    if state.access().caller(peer.0.ip(), &headers)? == super::Caller::Anonymous {
         return Err(ApiError::Forbidden { path: uri.path().to_owned(), method });
     }
     let (certs, crls) =

@@ -31,26 +31,39 @@ struct Stamp {
 }
 
 impl TlsState {
-    /// Builds the first snapshot; an error here is fatal (there is nothing to fall back to).
-    pub fn load(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
-        let snapshot = Arc::new(TlsSnapshot::build(files.read(None)?)?);
-        let (changed, _) = watch::channel(snapshot.clone());
+    /// Builds the first snapshot (from `initial_crl` instead of the CRL file when given, e.g. a
+    /// cached pulled CRL); an error here is fatal, there is nothing to fall back to. Every new
+    /// snapshot is published on `changed` (which may outlive this state, across config
+    /// reloads), or on a new channel when none is given.
+    pub fn load(
+        files: TlsFiles,
+        initial_crl: Option<Vec<u8>>,
+        changed: Option<watch::Sender<Arc<TlsSnapshot>>>,
+    ) -> Result<Arc<Self>, TlsError> {
+        let snapshot = Arc::new(TlsSnapshot::build(files.read(initial_crl.as_deref())?)?);
+        let changed = match changed {
+            Some(sender) => {
+                sender.send_replace(snapshot.clone());
+                sender
+            }
+            None => watch::channel(snapshot.clone()).0,
+        };
         Ok(Arc::new(Self {
             files,
             current: ArcSwap::new(snapshot),
-            pulled_crl: Mutex::new(None),
+            pulled_crl: Mutex::new(initial_crl),
             changed,
         }))
+    }
+
+    /// The channel every new snapshot is published on.
+    pub fn snapshots(&self) -> watch::Sender<Arc<TlsSnapshot>> {
+        self.changed.clone()
     }
 
     /// The snapshot new connections use.
     pub fn current(&self) -> Arc<TlsSnapshot> {
         self.current.load_full()
-    }
-
-    /// Notified with every new snapshot.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<TlsSnapshot>> {
-        self.changed.subscribe()
     }
 
     pub fn files(&self) -> &TlsFiles {

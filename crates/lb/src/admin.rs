@@ -1,0 +1,134 @@
+//! The admin listener (loopback by default): `/healthz` for keepalived, `/metrics` for
+//! Prometheus, `/pools` as JSON, and draining or enabling a member at run time (what Apache's
+//! balancer-manager does).
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use serde_json::{json, Value};
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{pool::Pool, LbState};
+
+/// Serves the admin routes until `stop` turns true.
+pub async fn serve(listener: TcpListener, state: Arc<LbState>, mut stop: watch::Receiver<bool>) {
+    let router = router(state);
+    let shutdown = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+        tracing::error!(error = %e, "admin listener failed");
+    }
+}
+
+pub fn router(state: Arc<LbState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/pools", get(pools))
+        .route("/pools/{pool}/members/{member}/drain", post(drain))
+        .route("/pools/{pool}/members/{member}/enable", post(enable))
+        .with_state(state)
+}
+
+/// 200 when this LB can serve: a TLS configuration with a CRL when one is expected, and at least
+/// one eligible member in every pool the routes use. 503 otherwise, saying what is missing.
+async fn healthz(State(state): State<Arc<LbState>>) -> Response {
+    let generation = state.generation();
+    let mut problems = Vec::new();
+    let expects_crl = generation.config.crl_pull.is_some() || generation.config.tls.crl.is_some();
+    if expects_crl && generation.tls.current().crl.is_none() {
+        problems.push("no CRL loaded yet".to_owned());
+    }
+    let mut needed: Vec<&str> = generation.proxy.routes().pools().collect();
+    needed.sort_unstable();
+    needed.dedup();
+    for name in needed {
+        match generation.proxy.pool(name) {
+            None => problems.push(format!("pool {name}: not configured")),
+            Some(pool) if !pool.has_eligible() => {
+                problems.push(format!("pool {name}: no healthy member"))
+            }
+            Some(_) => {}
+        }
+    }
+    let (status, body) = if problems.is_empty() {
+        (StatusCode::OK, "ok\n".to_owned())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", problems.join("\n")))
+    };
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+async fn metrics(State(state): State<Arc<LbState>>) -> Response {
+    let generation = state.generation();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let text = state.metrics.encode(&generation.proxy, &generation.tls.current(), now);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+async fn pools(State(state): State<Arc<LbState>>) -> Json<Value> {
+    let proxy = state.proxy();
+    let mut pools: Vec<&Arc<Pool>> = proxy.pools().collect();
+    pools.sort_by(|a, b| a.name.cmp(&b.name));
+    Json(Value::Array(pools.into_iter().map(|p| pool_json(p)).collect()))
+}
+
+fn pool_json(pool: &Pool) -> Value {
+    let members: Vec<Value> =
+        pool.members().iter().enumerate().map(|(index, m)| member_json(index, m)).collect();
+    json!({
+        "name": pool.name,
+        "balance": pool.settings.strategy.to_string(),
+        "queued": pool.queued(),
+        "queue_max": pool.settings.queue_max,
+        "members": members,
+    })
+}
+
+fn member_json(index: usize, m: &crate::pool::Member) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    json!({
+        "index": index,
+        "url": m.url(),
+        "standby": m.standby,
+        "healthy": m.is_healthy(),
+        "drained": m.is_drained(),
+        "in_flight": m.in_flight(),
+        "max_in_flight": m.max_in_flight,
+        "requests": m.stats.requests.load(Relaxed),
+        "failures": m.stats.failures.load(Relaxed),
+        "ejections": m.stats.ejections.load(Relaxed),
+    })
+}
+
+async fn drain(
+    State(state): State<Arc<LbState>>,
+    Path((pool, member)): Path<(String, usize)>,
+) -> Response {
+    set_drained(&state, &pool, member, true)
+}
+
+async fn enable(
+    State(state): State<Arc<LbState>>,
+    Path((pool, member)): Path<(String, usize)>,
+) -> Response {
+    set_drained(&state, &pool, member, false)
+}
+
+fn set_drained(state: &LbState, pool_name: &str, index: usize, drained: bool) -> Response {
+    let proxy = state.proxy();
+    let Some(member) = proxy.pool(pool_name).and_then(|p| p.members().get(index)) else {
+        return (StatusCode::NOT_FOUND, format!("no member {index} in pool {pool_name}\n"))
+            .into_response();
+    };
+    member.set_drained(drained);
+    tracing::info!(pool = pool_name, member = member.url(), drained, "operator changed a member");
+    Json(member_json(index, member)).into_response()
+}

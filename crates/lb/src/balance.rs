@@ -1,0 +1,204 @@
+//! Which member takes a request: a pure function of the members' state and the request's key.
+
+use std::hash::{Hash, Hasher};
+
+/// A pool's balancing strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// The seed's rotation.
+    RoundRobin,
+    /// Fewest requests in flight relative to `max_in_flight` (a compiler's JRuby count).
+    #[default]
+    LeastRequests,
+    /// Rendezvous hashing on the client's certname: an agent stays on one member while it is
+    /// healthy, and only the agents of a failed member move.
+    CertnameHash,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "round-robin" => Ok(Self::RoundRobin),
+            "least-requests" => Ok(Self::LeastRequests),
+            "certname-hash" => Ok(Self::CertnameHash),
+            other => Err(format!(
+                "unknown balance {other:?}: expected round-robin, least-requests or certname-hash"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::RoundRobin => "round-robin",
+            Self::LeastRequests => "least-requests",
+            Self::CertnameHash => "certname-hash",
+        })
+    }
+}
+
+/// What selection needs to know of a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View<'a> {
+    pub id: &'a str,
+    /// Healthy, not drained, not already tried for this request.
+    pub eligible: bool,
+    pub standby: bool,
+    pub in_flight: usize,
+    pub max_in_flight: Option<usize>,
+}
+
+impl View<'_> {
+    fn has_room(&self) -> bool {
+        self.max_in_flight.is_none_or(|max| self.in_flight < max)
+    }
+}
+
+/// The outcome of a selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// Send to the member at this index.
+    Member(usize),
+    /// Members are eligible but all are at `max_in_flight`: queue.
+    Full,
+    /// No member is eligible: nothing to wait for.
+    NoneEligible,
+}
+
+/// Picks a member: eligible primaries first, standbys only when no primary is eligible.
+/// `turn` drives round-robin and tie-breaks; `key` is the certname for hashing.
+pub fn pick(strategy: Strategy, members: &[View<'_>], turn: usize, key: Option<&str>) -> Pick {
+    let primaries: Vec<usize> =
+        (0..members.len()).filter(|&i| members[i].eligible && !members[i].standby).collect();
+    let tier = if primaries.is_empty() {
+        (0..members.len()).filter(|&i| members[i].eligible && members[i].standby).collect()
+    } else {
+        primaries
+    };
+    if tier.is_empty() {
+        return Pick::NoneEligible;
+    }
+    let with_room: Vec<usize> = tier.iter().copied().filter(|&i| members[i].has_room()).collect();
+    if with_room.is_empty() {
+        return Pick::Full;
+    }
+    let chosen = match strategy {
+        Strategy::RoundRobin => with_room[turn % with_room.len()],
+        Strategy::LeastRequests => least_loaded(members, &with_room, turn),
+        Strategy::CertnameHash => match key {
+            Some(key) => highest_score(members, &with_room, key),
+            None => least_loaded(members, &with_room, turn),
+        },
+    };
+    Pick::Member(chosen)
+}
+
+/// Lowest in-flight/max ratio; among equals, rotate so that idle members share the load.
+fn least_loaded(members: &[View<'_>], candidates: &[usize], turn: usize) -> usize {
+    let load = |i: usize| {
+        let m = &members[i];
+        // Compare a/b < c/d as a*d < c*b; no limit counts as a large capacity.
+        (m.in_flight as u128, m.max_in_flight.unwrap_or(1 << 20) as u128)
+    };
+    let n = candidates.len();
+    (0..n)
+        .map(|k| candidates[(turn + k) % n])
+        .min_by(|&a, &b| {
+            let (fa, ma) = load(a);
+            let (fb, mb) = load(b);
+            (fa * mb).cmp(&(fb * ma))
+        })
+        .unwrap_or(candidates[0])
+}
+
+fn highest_score(members: &[View<'_>], candidates: &[usize], key: &str) -> usize {
+    candidates.iter().copied().max_by_key(|&i| score(members[i].id, key)).unwrap_or(candidates[0])
+}
+
+/// Rendezvous (highest random weight) score of a member for a key.
+fn score(member: &str, key: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    member.hash(&mut hasher);
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: &str, in_flight: usize, max: Option<usize>) -> View<'_> {
+        View { id, eligible: true, standby: false, in_flight, max_in_flight: max }
+    }
+
+    #[test]
+    fn round_robin_rotates_over_eligible_primaries() {
+        let mut ms = vec![view("a", 0, None), view("b", 0, None), view("c", 0, None)];
+        ms[1].eligible = false;
+        let picks: Vec<Pick> = (0..4).map(|t| pick(Strategy::RoundRobin, &ms, t, None)).collect();
+        assert_eq!(picks, [Pick::Member(0), Pick::Member(2), Pick::Member(0), Pick::Member(2)]);
+    }
+
+    #[test]
+    fn least_requests_uses_the_ratio_to_max_in_flight() {
+        let ms = [view("a", 2, Some(4)), view("b", 1, Some(1)), view("c", 3, Some(8))];
+        // a: 2/4 = 0.5, b: full, c: 3/8 = 0.375
+        assert_eq!(pick(Strategy::LeastRequests, &ms, 0, None), Pick::Member(2));
+        let idle = [view("a", 0, Some(4)), view("b", 0, Some(4))];
+        let spread: Vec<Pick> =
+            (0..2).map(|t| pick(Strategy::LeastRequests, &idle, t, None)).collect();
+        assert_eq!(spread, [Pick::Member(0), Pick::Member(1)], "ties rotate");
+    }
+
+    #[test]
+    fn full_members_mean_queue_and_no_members_mean_none() {
+        let full = [view("a", 1, Some(1)), view("b", 2, Some(2))];
+        assert_eq!(pick(Strategy::LeastRequests, &full, 0, None), Pick::Full);
+        let mut down = [view("a", 0, None)];
+        down[0].eligible = false;
+        assert_eq!(pick(Strategy::RoundRobin, &down, 0, None), Pick::NoneEligible);
+        assert_eq!(pick(Strategy::RoundRobin, &[], 0, None), Pick::NoneEligible);
+    }
+
+    #[test]
+    fn standbys_serve_only_when_no_primary_is_eligible() {
+        let mut ms = [view("primary", 0, None), view("standby", 0, None)];
+        ms[1].standby = true;
+        assert_eq!(pick(Strategy::RoundRobin, &ms, 1, None), Pick::Member(0));
+        ms[0].eligible = false;
+        assert_eq!(pick(Strategy::RoundRobin, &ms, 1, None), Pick::Member(1));
+        // A full primary is queued for, not spilled to the standby (a hot standby is not extra
+        // capacity).
+        let mut busy = [view("primary", 1, Some(1)), view("standby", 0, None)];
+        busy[1].standby = true;
+        assert_eq!(pick(Strategy::RoundRobin, &busy, 0, None), Pick::Full);
+    }
+
+    #[test]
+    fn certname_hash_keeps_agents_in_place_and_moves_only_a_failed_members_agents() {
+        let ids = ["c1", "c2", "c3", "c4"];
+        let all: Vec<View<'_>> = ids.iter().map(|id| view(id, 0, None)).collect();
+        let agents: Vec<String> = (0..400).map(|i| format!("agent{i}.example.com")).collect();
+        let before: Vec<Pick> =
+            agents.iter().map(|a| pick(Strategy::CertnameHash, &all, 0, Some(a))).collect();
+        let again: Vec<Pick> =
+            agents.iter().map(|a| pick(Strategy::CertnameHash, &all, 7, Some(a))).collect();
+        assert_eq!(before, again, "stable whatever the turn");
+        for member in 0..ids.len() {
+            let share = before.iter().filter(|p| **p == Pick::Member(member)).count();
+            assert!((50..=150).contains(&share), "member {member} got {share} of 400");
+        }
+        let mut one_down = all.clone();
+        one_down[2].eligible = false;
+        for (agent, old) in agents.iter().zip(&before) {
+            let new = pick(Strategy::CertnameHash, &one_down, 0, Some(agent));
+            if *old != Pick::Member(2) {
+                assert_eq!(new, *old, "{agent} moved although its member is healthy");
+            } else {
+                assert_ne!(new, Pick::Member(2));
+            }
+        }
+    }
+}
