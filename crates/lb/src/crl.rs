@@ -223,3 +223,88 @@ async fn fetch(member: &Member, since: Option<&str>) -> Result<Fetched, String> 
         .await
         .unwrap_or_else(|_| Err("no answer within 10s".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pki::{crl, issue, CaSigner, KeyAlgorithm};
+
+    struct Ca {
+        signer: CaSigner,
+        bundle: Vec<u8>,
+    }
+
+    fn ca(name: &str) -> Ca {
+        let key = KeyAlgorithm::EcP256.generate().expect("key");
+        let der =
+            issue::self_signed_ca(name, &key, OffsetDateTime::now_utc(), issue::DEFAULT_CA_TTL)
+                .expect("ca");
+        let bundle = pki::pemfile::encode("CERTIFICATE", &der).into_bytes();
+        Ca { signer: CaSigner::new(der, key).expect("signer"), bundle }
+    }
+
+    fn crl_pem(ca: &Ca, number: u64, this_update: OffsetDateTime, revoked: &[u8]) -> Vec<u8> {
+        let entries: Vec<crl::RevokedEntry> = revoked
+            .iter()
+            .map(|s| crl::RevokedEntry {
+                serial: vec![*s],
+                revoked_at: this_update,
+                reason: Some(1),
+            })
+            .collect();
+        let der = crl::build(&ca.signer, &entries, number, this_update).expect("crl");
+        pki::pemfile::encode("X509 CRL", &der).into_bytes()
+    }
+
+    #[test]
+    fn fetched_crls_are_checked_before_use() {
+        let now = OffsetDateTime::now_utc();
+        let ours = ca("lb.example.com");
+        let theirs = ca("evil.example.com");
+        let current_pem = crl_pem(&ours, 5, now, &[2]);
+        let current =
+            CrlInfo::from_der(&pki::pemfile::blocks(&current_pem, "X509 CRL").expect("pem")[0])
+                .expect("info");
+        let in_use = Some((&current, current_pem.as_slice()));
+        let six_years_ago = now - time::Duration::days(6 * 365);
+        let cases: Vec<(&str, Vec<u8>, Option<(&CrlInfo, &[u8])>, Result<u64, CrlRejected>)> = vec![
+            ("a newer CRL", crl_pem(&ours, 6, now, &[2, 3]), in_use, Ok(6)),
+            ("the first CRL ever", crl_pem(&ours, 0, now, &[]), None, Ok(0)),
+            ("the same CRL again", current_pem.clone(), in_use, Ok(5)),
+            (
+                "signed by another CA",
+                crl_pem(&theirs, 7, now, &[]),
+                in_use,
+                Err(CrlRejected::NotSignedByCa),
+            ),
+            (
+                "an older CRL",
+                crl_pem(&ours, 4, now, &[]),
+                in_use,
+                Err(CrlRejected::Backwards { current: 5, new: 4 }),
+            ),
+            (
+                "same number, other entries",
+                crl_pem(&ours, 5, now, &[9]),
+                in_use,
+                Err(CrlRejected::Conflicting(5)),
+            ),
+            (
+                "garbage",
+                b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n".to_vec(),
+                in_use,
+                Err(CrlRejected::Unreadable(String::new())),
+            ),
+            ("not PEM", b"hello".to_vec(), in_use, Err(CrlRejected::Unreadable(String::new()))),
+        ];
+        for (what, pem, current, expected) in cases {
+            let got = check(&pem, &ours.bundle, current, now).map(|info| info.number);
+            match (&got, &expected) {
+                (Err(CrlRejected::Unreadable(_)), Err(CrlRejected::Unreadable(_))) => {}
+                _ => assert_eq!(got, expected, "{what}"),
+            }
+        }
+        let expired = crl_pem(&ours, 9, six_years_ago, &[]);
+        assert!(matches!(check(&expired, &ours.bundle, in_use, now), Err(CrlRejected::Expired(_))));
+    }
+}

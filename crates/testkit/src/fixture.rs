@@ -124,6 +124,7 @@ pub struct Crossbar {
     pub child: ChildGuard,
     pub lb: Option<SocketAddr>,
     pub ca: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
 }
 
 impl Crossbar {
@@ -141,7 +142,10 @@ impl Crossbar {
         let lb = config
             .contains("[lb]")
             .then(|| address(&child.wait_for_stdout("lb listening on", timeout)));
-        Self { child, lb, ca }
+        let admin = config
+            .contains("admin_listen")
+            .then(|| address(&child.wait_for_stdout("admin listening on", timeout)));
+        Self { child, lb, ca, admin }
     }
 
     pub fn lb_port(&self) -> u16 {

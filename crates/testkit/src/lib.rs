@@ -12,8 +12,10 @@
 // Test helpers may panic with a clear message: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
+pub mod compiler;
 pub mod fixture;
 pub mod process;
 pub mod puppet;
+pub mod stub;
 pub mod tls;
 pub mod wait;

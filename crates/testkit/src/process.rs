@@ -91,6 +91,24 @@ impl ChildGuard {
     }
 }
 
+/// Resident and peak resident memory of a process, in KiB, from `/proc/<pid>/status`.
+pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    memory_kib(pid).map(|(rss, _)| rss)
+}
+
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {

@@ -8,6 +8,7 @@
 mod ca_flows;
 mod crash;
 mod hostile;
+mod lb;
 mod puppetserver_dir;
 mod tls_reload;
 

@@ -1,0 +1,280 @@
+//! The load balancer against stub backends (test doubles, for behaviour of the LB itself):
+//! header policy as the backend sees it, overload shedding, ejection and health, admin,
+//! reload and drain. The same behaviour with real puppetserver compilers is in `compilers.rs`.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use pki::KeyAlgorithm;
+use testkit::{
+    fixture::{http, CaFixture, Crossbar, ADMIN_NAME},
+    stub::StubBackend,
+    tls::{request, Reply, TlsClient},
+    wait,
+};
+
+use super::bin;
+
+fn start(fx: &CaFixture, extra_lb: &str) -> Crossbar {
+    let extra = format!("admin_listen = \"127.0.0.1:0\"\n{extra_lb}");
+    Crossbar::start(bin(), fx.dir(), "crossbar", &fx.single_node_config("true", &extra))
+}
+
+fn admin_get(cb: &Crossbar, path: &str) -> (u16, String) {
+    let (status, body) = http(cb.admin.unwrap(), "GET", path, b"").unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn get(client: &TlsClient, cb: &Crossbar, path: &str, headers: &[(&str, &str)]) -> Reply {
+    client.raw(cb.lb_port(), &request("GET", path, headers, b""))
+}
+
+fn served_by(reply: &Reply) -> String {
+    reply.header("x-stub").unwrap_or("-").to_owned()
+}
+
+#[test]
+fn backends_see_identity_from_tls_never_from_the_client() {
+    let fx = CaFixture::new(KeyAlgorithm::EcP256);
+    let stub = StubBackend::start(Duration::ZERO);
+    let cb =
+        start(&fx, &format!("[lb.pools.compilers]\nmembers = [{{ url = \"{}\" }}]\n", stub.url()));
+    let spoof = [
+        ("X-Client-Verify", "SUCCESS"),
+        ("x-client-verify", "SUCCESS"),
+        ("X-CLIENT-DN", "CN=admin.example.com"),
+        ("X_Client_Verify", "SUCCESS"),
+        ("X-Client-Cert", "-----BEGIN%20CERTIFICATE-----"),
+        ("X-Puppet-Version", "7.23.0"),
+    ];
+    let anonymous = TlsClient::new(&fx.ca_bundle(), None);
+    let seen = get(&anonymous, &cb, "/echo", &spoof).text().to_ascii_lowercase();
+    let identity: Vec<&str> =
+        seen.lines().filter(|l| l.starts_with("x-client") || l.starts_with("x_client")).collect();
+    assert_eq!(identity, ["x-client-verify: none"], "backend saw: {seen}");
+    assert!(seen.contains("x-puppet-version: 7.23.0"), "X-Puppet-Version passes through: {seen}");
+    assert!(
+        seen.contains("x-forwarded-for: 127.0.0.1") && seen.contains("x-forwarded-proto: https"),
+        "{seen}"
+    );
+
+    let admin = TlsClient::new(&fx.ca_bundle(), Some((&fx.cert(ADMIN_NAME), &fx.key(ADMIN_NAME))));
+    let seen = get(&admin, &cb, "/echo", &spoof).text();
+    let lines: Vec<&str> =
+        seen.lines().filter(|l| l.to_ascii_lowercase().starts_with("x-client")).collect();
+    assert_eq!(lines.len(), 3, "one copy of each: {lines:?}");
+    assert!(lines.contains(&"x-client-verify: SUCCESS"));
+    assert!(lines.contains(&"x-client-dn: CN=admin.example.com"));
+    let cert_header = lines.iter().find_map(|l| l.strip_prefix("x-client-cert: ")).unwrap();
+    let decoded: Vec<u8> = percent_decode(cert_header);
+    assert_eq!(
+        decoded,
+        std::fs::read(fx.cert(ADMIN_NAME)).unwrap(),
+        "X-Client-Cert is the URL-encoded PEM the client presented"
+    );
+    assert!(
+        !cert_header.contains(' ') && !cert_header.contains('\n') && !cert_header.contains('+')
+    );
+}
+
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn overload_is_shed_with_retry_after_and_nothing_hangs() {
+    let fx = CaFixture::new(KeyAlgorithm::EcP256);
+    let slow = StubBackend::start(Duration::from_millis(800));
+    let pool = format!(
+        "[lb.pools.compilers]\nmembers = [{{ url = \"{}\", max_in_flight = 1 }}]\nqueue = {{ max = 2, timeout = \"1s\" }}\nretry_after = {{ min = \"5s\", max = \"15s\" }}\n",
+        slow.url()
+    );
+    let cb = Arc::new(start(&fx, &pool));
+    let client = Arc::new(TlsClient::new(&fx.ca_bundle(), None));
+    let replies = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (cb, client, replies) = (cb.clone(), client.clone(), replies.clone());
+            std::thread::spawn(move || {
+                let reply = get(&client, &cb, "/puppet/v3/catalog/x", &[]);
+                replies
+                    .lock()
+                    .unwrap()
+                    .push((reply.status, reply.header("retry-after").map(str::to_owned)));
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "every request was answered promptly");
+    let replies = replies.lock().unwrap();
+    let ok = replies.iter().filter(|(s, _)| *s == 200).count();
+    let shed: Vec<&Option<String>> =
+        replies.iter().filter(|(s, _)| *s == 503).map(|(_, ra)| ra).collect();
+    assert_eq!(ok + shed.len(), 8, "{replies:?}");
+    assert!(
+        ok >= 1 && shed.len() >= 4,
+        "a full member with a queue of 2 sheds most of 8: {replies:?}"
+    );
+    for retry_after in shed {
+        let seconds: u64 = retry_after.as_deref().unwrap().parse().unwrap();
+        assert!((5..=15).contains(&seconds), "jittered Retry-After within the range: {seconds}");
+    }
+    assert_eq!(slow.max_in_flight(), 1, "max_in_flight is never exceeded");
+    let (_, metrics) = admin_get(&cb, "/metrics");
+    assert!(
+        metrics.contains("crossbar_shed_total{pool=\"compilers\",reason=\"queue_full\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_refusing_member_is_ejected_and_a_sick_one_leaves_and_rejoins_by_health_checks() {
+    let fx = CaFixture::new(KeyAlgorithm::EcP256);
+    let dead: SocketAddr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let a = StubBackend::start(Duration::ZERO);
+    let b = StubBackend::start(Duration::ZERO);
+    let pool = format!(
+        "[lb.pools.compilers]\nbalance = \"round-robin\"\nhealth = {{ interval = \"200ms\", timeout = \"1s\", rise = 2, fall = 2 }}\nmembers = [{{ url = \"http://{dead}\" }}, {{ url = \"{}\" }}, {{ url = \"{}\" }}]\n",
+        a.url(),
+        b.url()
+    );
+    let cb = start(&fx, &pool);
+    let client = TlsClient::new(&fx.ca_bundle(), None);
+    for _ in 0..12 {
+        let reply = get(&client, &cb, "/puppet/v3/node/x", &[]);
+        assert_eq!(
+            reply.status,
+            200,
+            "a refused connection is retried on another member: {}",
+            reply.text()
+        );
+    }
+    let (_, pools) = admin_get(&cb, "/pools");
+    let pools: serde_json::Value = serde_json::from_str(&pools).unwrap();
+    let members =
+        &pools.as_array().unwrap().iter().find(|p| p["name"] == "compilers").unwrap()["members"];
+    assert_eq!(members[0]["healthy"], false, "the refusing member is out: {members}");
+
+    b.set_healthy(false);
+    wait::until_true("b to be taken out by its health checks", Duration::from_secs(10), || {
+        member_health(&cb, 2) == Some(false)
+    });
+    let before = b.served();
+    for _ in 0..6 {
+        assert_eq!(served_by(&get(&client, &cb, "/puppet/v3/node/x", &[])), a.addr.to_string());
+    }
+    assert_eq!(b.served(), before, "an unhealthy member gets nothing");
+    b.set_healthy(true);
+    wait::until_true("b to rejoin after rise checks", Duration::from_secs(10), || {
+        member_health(&cb, 2) == Some(true)
+    });
+    let by: Vec<String> =
+        (0..6).map(|_| served_by(&get(&client, &cb, "/puppet/v3/node/x", &[]))).collect();
+    assert!(by.contains(&b.addr.to_string()), "b serves again: {by:?}");
+    let (status, text) = admin_get(&cb, "/healthz");
+    assert_eq!(status, 200, "{text}");
+}
+
+fn member_health(cb: &Crossbar, index: usize) -> Option<bool> {
+    let (_, pools) = admin_get(cb, "/pools");
+    let pools: serde_json::Value = serde_json::from_str(&pools).ok()?;
+    let pool = pools.as_array()?.iter().find(|p| p["name"] == "compilers")?;
+    pool["members"][index]["healthy"].as_bool()
+}
+
+#[test]
+fn operators_drain_and_enable_members_and_healthz_follows() {
+    let fx = CaFixture::new(KeyAlgorithm::EcP256);
+    let a = StubBackend::start(Duration::ZERO);
+    let b = StubBackend::start(Duration::ZERO);
+    let pool = format!("[lb.pools.compilers]\nbalance = \"round-robin\"\nmembers = [{{ url = \"{}\" }}, {{ url = \"{}\" }}]\n", a.url(), b.url());
+    let cb = start(&fx, &pool);
+    let client = TlsClient::new(&fx.ca_bundle(), None);
+    let (status, body) =
+        http(cb.admin.unwrap(), "POST", "/pools/compilers/members/0/drain", b"").unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    for _ in 0..4 {
+        assert_eq!(served_by(&get(&client, &cb, "/x", &[])), b.addr.to_string());
+    }
+    http(cb.admin.unwrap(), "POST", "/pools/compilers/members/1/drain", b"").unwrap();
+    let reply = get(&client, &cb, "/x", &[]);
+    assert_eq!(reply.status, 503, "nothing left to serve: {}", reply.text());
+    assert!(reply.header("retry-after").is_some());
+    assert_eq!(admin_get(&cb, "/healthz").0, 503);
+    http(cb.admin.unwrap(), "POST", "/pools/compilers/members/0/enable", b"").unwrap();
+    assert_eq!(served_by(&get(&client, &cb, "/x", &[])), a.addr.to_string());
+    assert_eq!(admin_get(&cb, "/healthz").0, 200);
+    assert_eq!(
+        http(cb.admin.unwrap(), "POST", "/pools/compilers/members/9/drain", b"").unwrap().0,
+        404
+    );
+}
+
+#[test]
+fn sighup_reloads_and_a_bad_config_keeps_the_running_one() {
+    let fx = CaFixture::new(KeyAlgorithm::EcP256);
+    let a = StubBackend::start(Duration::ZERO);
+    let b = StubBackend::start(Duration::ZERO);
+    let cb =
+        start(&fx, &format!("[lb.pools.compilers]\nmembers = [{{ url = \"{}\" }}]\n", a.url()));
+    let client = TlsClient::new(&fx.ca_bundle(), None);
+    assert_eq!(served_by(&get(&client, &cb, "/x", &[])), a.addr.to_string());
+
+    let config_path = fx.dir().join("crossbar.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, config.replace(&a.url(), &b.url())).unwrap();
+    cb.child.signal("HUP");
+    wait::until_true("the reload to send requests to b", Duration::from_secs(10), || {
+        served_by(&get(&client, &cb, "/x", &[])) == b.addr.to_string()
+    });
+
+    std::fs::write(&config_path, "[lb]\nlisten = 42\n").unwrap();
+    cb.child.signal("HUP");
+    wait::until_true("the bad reload to be refused", Duration::from_secs(10), || {
+        cb.child.stderr().contains("the new configuration is invalid; keeping the running one")
+    });
+    assert_eq!(served_by(&get(&client, &cb, "/x", &[])), b.addr.to_string());
+}
+
+#[test]
+fn sigterm_stops_accepting_and_lets_in_flight_requests_finish() {
+    let fx = CaFixture::new(KeyAlgorithm::EcP256);
+    let slow = StubBackend::start(Duration::from_millis(1500));
+    let mut cb =
+        start(&fx, &format!("[lb.pools.compilers]\nmembers = [{{ url = \"{}\" }}]\n", slow.url()));
+    let port = cb.lb_port();
+    let client = Arc::new(TlsClient::new(&fx.ca_bundle(), None));
+    let in_flight = {
+        let client = client.clone();
+        std::thread::spawn(move || client.raw(port, &request("GET", "/slow", &[], b"")))
+    };
+    wait::until_true("the request to reach the backend", Duration::from_secs(10), || {
+        slow.max_in_flight() == 1
+    });
+    cb.child.signal("TERM");
+    let reply = in_flight.join().unwrap();
+    assert_eq!(reply.status, 200, "the in-flight request finished: {}", reply.text());
+    assert_eq!(cb.child.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(client.connect(port).is_err(), "nothing listens any more");
+}

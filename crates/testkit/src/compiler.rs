@@ -1,0 +1,160 @@
+//! A real puppetserver 7 compiler (Debian package) on this machine, set up as the recipe in
+//! `shared/recipes/real-puppet.md` says: plain HTTP, CA service off, `allow-header-cert-info`,
+//! private dirs, one JRuby. It listens on a port the kernel picks (Jetty logs it).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use crate::{process::ChildGuard, wait};
+
+/// How long a compiler may take to start (JVM + JRuby; ~25 s alone, longer two at a time).
+pub const START_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The manifest every test compiler serves: it names the compiler and echoes the trusted
+/// `pp_role`, so a test sees who compiled and what identity arrived.
+const SITE_PP: &str = r#"node default {
+  notify { "compiled by ${settings::certname}": }
+  notify { "pp_role ${trusted['extensions']['pp_role']}": }
+}
+"#;
+
+/// One compiler.
+pub struct Compiler {
+    pub name: String,
+    pub dir: PathBuf,
+    pub port: u16,
+    child: Option<ChildGuard>,
+}
+
+impl Compiler {
+    /// Prepares `<root>/<name>` and starts the compiler (call [`Compiler::wait_ready`]).
+    pub fn start(root: &Path, name: &str) -> Self {
+        let dir = root.join(name);
+        prepare(&dir, name);
+        let mut compiler = Self { name: name.to_owned(), dir, port: 0, child: None };
+        compiler.spawn();
+        compiler
+    }
+
+    fn spawn(&mut self) {
+        let d = &self.dir;
+        let _ = std::fs::remove_file(d.join("stdout.log"));
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid", "puppet", "--regid", "puppet", "--clear-groups", "--"])
+            .args([
+                "/usr/bin/java",
+                "-Xms256m",
+                "-Xmx512m",
+                "-XX:TieredStopAtLevel=1",
+                "-Dlogappender=STDOUT",
+                "-Djruby.lib=/usr/share/jruby/lib",
+            ])
+            .args(["-jar", "/usr/share/puppetserver/puppetserver.jar", "--config"])
+            .arg(d.join("conf.d"))
+            .arg("--bootstrap-config")
+            .arg(d.join("services.d"))
+            .current_dir(d);
+        self.child = Some(ChildGuard::spawn(&self.name, command, d));
+    }
+
+    /// Waits until Jetty has bound its port and `/status/v1/simple` answers `running`.
+    pub fn wait_ready(&mut self) {
+        let name = self.name.clone();
+        let child = self.child.as_mut().expect("started");
+        let line = child.wait_for_stdout("Started ServerConnector", START_TIMEOUT);
+        self.port = line
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().trim_end_matches('}').parse().ok())
+            .unwrap_or_else(|| panic!("{name}: no port in {line:?}"));
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        wait::until_true(&format!("{name} to be running"), START_TIMEOUT, || {
+            crate::fixture::http(addr, "GET", "/status/v1/simple", b"")
+                .is_ok_and(|(status, body)| status == 200 && body == b"running")
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `kill -9`, as a crashing compiler.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill();
+        }
+    }
+
+    /// Starts again on the same port (Jetty binds it again) and waits until it is running.
+    pub fn restart(&mut self) {
+        self.kill();
+        set_port(&self.dir, self.port);
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Resident memory of the JVM, in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        self.child.as_ref().and_then(|c| crate::process::rss_kib(c.id()))
+    }
+}
+
+fn prepare(dir: &Path, name: &str) {
+    for sub in ["etc", "code/environments/production/manifests", "var", "run", "log", "ssl"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let copy = Command::new("cp")
+        .args(["-r", "/etc/puppet/puppetserver/conf.d", "/etc/puppet/puppetserver/services.d"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(copy.success(), "copy puppetserver's config (is the puppetserver package installed?)");
+    set_port(dir, 0);
+    let ca_cfg = dir.join("services.d/ca.cfg");
+    let ca = std::fs::read_to_string(&ca_cfg).unwrap();
+    let ca = ca
+        .replace(
+            "\npuppetlabs.services.ca.certificate-authority-service/certificate-authority-service",
+            "\n#puppetlabs.services.ca.certificate-authority-service/certificate-authority-service",
+        )
+        .replace(
+            "#puppetlabs.services.ca.certificate-authority-disabled-service",
+            "puppetlabs.services.ca.certificate-authority-disabled-service",
+        );
+    std::fs::write(&ca_cfg, ca).unwrap();
+    let auth = dir.join("conf.d/auth.conf");
+    let text = std::fs::read_to_string(&auth).unwrap().replacen(
+        "authorization: {",
+        "authorization: {\n    allow-header-cert-info: true",
+        1,
+    );
+    std::fs::write(&auth, text).unwrap();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("conf.d/puppetserver.conf"),
+        format!(
+            "jruby-puppet: {{\n    ruby-load-path: [/usr/lib/puppetserver/ruby/vendor_ruby]\n    gem-home: /var/lib/puppetserver/jruby-gems\n    gem-path: [${{jruby-puppet.gem-home}}, \"/usr/lib/puppetserver/vendored-jruby-gems\"]\n    server-conf-dir: {d}/etc\n    server-code-dir: {d}/code\n    server-var-dir: {d}/var\n    server-run-dir: {d}/run\n    server-log-dir: {d}/log\n    max-active-instances: 1\n}}\nhttp-client: {{\n}}\nprofiler: {{\n}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("etc/puppet.conf"),
+        format!("[main]\nssldir = {d}/ssl\ncertname = {name}\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("code/environments/production/manifests/site.pp"), SITE_PP).unwrap();
+    let chown = Command::new("chown").args(["-R", "puppet:puppet"]).arg(dir).status().unwrap();
+    assert!(chown.success());
+}
+
+fn set_port(dir: &Path, port: u16) {
+    std::fs::write(
+        dir.join("conf.d/webserver.conf"),
+        format!("webserver: {{\n    access-log-config: /etc/puppet/puppetserver/request-logging.xml\n    host: 127.0.0.1\n    port: {port}\n}}\n"),
+    )
+    .unwrap();
+}
