@@ -267,7 +267,8 @@ mod tests {
                 .expect("info");
         let in_use = Some((&current, current_pem.as_slice()));
         let six_years_ago = now - time::Duration::days(6 * 365);
-        type Case<'a> = (&'a str, Vec<u8>, Option<(&'a CrlInfo, &'a [u8])>, Result<u64, CrlRejected>);
+        type Case<'a> =
+            (&'a str, Vec<u8>, Option<(&'a CrlInfo, &'a [u8])>, Result<u64, CrlRejected>);
         let cases: Vec<Case<'_>> = vec![
             ("a newer CRL", crl_pem(&ours, 6, now, &[2, 3]), in_use, Ok(6)),
             ("the first CRL ever", crl_pem(&ours, 0, now, &[]), None, Ok(0)),

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod ca_flows;
+mod compilers;
 mod crash;
 mod hostile;
 mod lb;
