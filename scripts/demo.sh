@@ -1,92 +1,135 @@
 #!/usr/bin/env bash
-# crossbar's main job on one machine: installs what it needs, builds crossbar, sets up a
-# Puppet CA named after the LB, starts crossbar (CA + TLS front), and runs real Puppet 7 agents
-# through it: an autosigned bootstrap, a waiting agent signed by an operator, and a revocation
-# that the LB enforces at the handshake. Leaves everything under $DEMO_DIR (default
-# /tmp/crossbar-demo) and prints where to look.
+# crossbar's main job: the seed's topology on one machine, with real Puppet pieces.
+#
+#   agents ──TLS──> crossbar LB ──HTTP──> crossbar CA primary ┐ one CA directory
+#                        │            └─> crossbar CA standby ┘ (hot standby, status=+H)
+#                        └──HTTP──> puppetserver compiler1, compiler2 (real, Debian 7.9)
+#
+# Installs what it needs, builds crossbar, brings the topology up, runs real Puppet 7 agents
+# through it (bootstrap, then `puppet agent -t`), kills a compiler to show that no run fails,
+# revokes an agent, and prints which compiler served each run, what the backends were told
+# (X-Client-Verify), and where the admin endpoint is. Everything lives in $DEMO_DIR
+# (default /tmp/crossbar-demo). With a terminal it waits for Enter before tearing down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+source scripts/lib/compiler.sh
 
 ./scripts/install-deps.sh
 cargo build --release --locked -p crossbar
 crossbar="$root/target/release/crossbar"
 
 demo=${DEMO_DIR:-/tmp/crossbar-demo}
-rm -rf "$demo"
-mkdir -p "$demo"
-cd "$demo"
+rm -rf "$demo"; mkdir -p "$demo"; cd "$demo"
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for c in compiler1 compiler2; do [ -f "$c/pid" ] && kill "$(cat "$c/pid")" 2>/dev/null || true; done
+}
 trap cleanup EXIT
-
 step() { printf '\n== %s\n' "$*"; }
+wait_line() { for _ in $(seq 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timed out waiting for '$2' in $1" >&2; return 1; }
+port_of() { sed -n "s|.*$2 listening on [a-z]*://.*:\([0-9]*\)$|\1|p" "$1"; }
 
-step "CA named after the LB (RSA-4096, as Puppet), and the LB's own certificate"
+step "starting two real puppetserver compilers (about a minute on 2 cores)"
+compiler_start "$demo/compiler1" compiler1.example.com
+compiler_start "$demo/compiler2" compiler2.example.com
+
+step "the CA, named after the LB as in the seed, and the LB's certificate"
 "$crossbar" ca setup --cadir ca --ca-name puppetlb.example.com
 "$crossbar" ca generate --cadir ca --certname puppetlb.example.com --dns-alt-names localhost,puppet --out tls --ca-admin
 
-cat > crossbar.toml <<TOML
+step "CA primary and hot standby: two crossbar processes on one CA directory"
+for role in primary standby; do
+  cat > "ca-$role.toml" <<TOML
 [ca]
 listen = "127.0.0.1:0"
 cadir = "$demo/ca"
 autosign = "$demo/autosign.conf"
+TOML
+  "$crossbar" serve --config "ca-$role.toml" > "ca-$role.out" 2> "ca-$role.log" & pids+=($!)
+  echo "ca_$role=$!" >> pids
+  disown
+done
+echo '*.example.com' > autosign.conf
+wait_line ca-primary.out "ca listening"; wait_line ca-standby.out "ca listening"
+ca1=$(port_of ca-primary.out ca); ca2=$(port_of ca-standby.out ca)
 
+c1=$(compiler_wait "$demo/compiler1"); c2=$(compiler_wait "$demo/compiler2")
+echo "compiler1 on 127.0.0.1:$c1, compiler2 on 127.0.0.1:$c2"
+
+step "the LB: routes, pools, health checks, CRL pulled from the CA pool"
+cat > lb.toml <<TOML
 [lb]
 listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
 cert = "$demo/tls/puppetlb.example.com.pem"
 key = "$demo/tls/puppetlb.example.com.key"
 client_ca = "$demo/ca/ca_crt.pem"
-crl = "$demo/ca/ca_crl.pem"
+crl = { pool = "ca", refresh = "2s", cache = "$demo/lb-crl.pem" }
+
+[lb.pools.ca]
+members = [ { url = "http://127.0.0.1:$ca1" }, { url = "http://127.0.0.1:$ca2", standby = true } ]
+
+[lb.pools.compilers]
+balance = "least-requests"
+health = { interval = "1s", rise = 2, fall = 2 }
+members = [ { url = "http://127.0.0.1:$c1", max_in_flight = 1 }, { url = "http://127.0.0.1:$c2", max_in_flight = 1 } ]
 TOML
-echo "*.autosign.example.com" > autosign.conf
+"$crossbar" check --config lb.toml
+"$crossbar" serve --config lb.toml > lb.out 2> lb.log & pids+=($!)
+disown
+wait_line lb.out "admin listening"
+lb=$(port_of lb.out lb); admin=$(port_of lb.out admin)
 
-step "crossbar check"
-"$crossbar" check --config crossbar.toml
-
-step "crossbar serve"
-"$crossbar" serve --config crossbar.toml > serve.out 2> serve.log &
-pids+=($!)
-for _ in $(seq 100); do grep -q "lb listening" serve.out 2>/dev/null && break; sleep 0.1; done
-cat serve.out
-port=$(sed -n 's|.*lb listening on https://.*:\([0-9]*\)$|\1|p' serve.out)
-
-agent() { # name action...
-  local name=$1; shift
-  puppet "$@" --server localhost --serverport "$port" --certname "$name" --waitforcert 0 \
-    --confdir "agents/$name/conf" --ssldir "agents/$name/ssl" --vardir "agents/$name/var" \
-    --rundir "agents/$name/run" --logdir "agents/$name/log"
+run_agent() { # name -> prints "name compiler exit"
+  local name=$1 out code
+  set +e
+  out=$(puppet agent -t --color false --server localhost --serverport "$lb" --certname "$name" --waitforcert 0 \
+        --confdir "agents/$name/conf" --ssldir "agents/$name/ssl" --vardir "agents/$name/var" \
+        --rundir "agents/$name/run" --logdir "agents/$name/log" 2>&1)
+  code=$?
+  set -e
+  echo "$out" > "agents/$name.last-run.log"
+  printf '%-24s %-24s exit %s\n' "$name" "$(echo "$out" | grep -o 'compiled by [a-z0-9.]*' | head -1 | cut -d' ' -f3)" "$code"
 }
+mkdir -p agents/web1.example.com/conf
+printf 'extension_requests:\n  pp_role: web\n' > agents/web1.example.com/conf/csr_attributes.yaml
 
-step "agent web1.autosign.example.com bootstraps; autosign.conf signs it"
-time agent web1.autosign.example.com ssl bootstrap
+step "four real agents: bootstrap (autosigned) and a first run each"
+printf '%-24s %-24s %s\n' AGENT "COMPILED BY" RESULT
+for a in web1 web2 db1 db2; do run_agent "$a.example.com"; done
+grep -h "pp_role web" agents/web1.example.com.last-run.log | head -1 | sed 's/^/web1 trusted fact: /'
 
-step "agent db1.example.com bootstraps and waits for an operator"
-agent db1.example.com ssl bootstrap || echo "(waiting, as expected)"
-"$crossbar" ca list --cadir ca
-admin=(--server "https://localhost:$port" --cert tls/puppetlb.example.com.pem --key tls/puppetlb.example.com.key --cacert ca/ca_crt.pem)
-"$crossbar" ca sign --certname db1.example.com "${admin[@]}"
-agent db1.example.com ssl bootstrap
+step "kill -9 compiler1 while agents run: no run fails"
+( sleep 3; kill -9 "$(cat compiler1/pid)"; echo "   (compiler1 killed)" ) &
+killer=$!
+for a in web1 web2 db1 db2 web1 web2; do run_agent "$a.example.com"; done
+wait "$killer"
 
-step "certificates, checked by OpenSSL against the CA and its CRL"
-for name in web1.autosign.example.com db1.example.com; do
-  openssl verify -crl_check -CAfile ca/ca_crt.pem -CRLfile ca/ca_crl.pem "agents/$name/ssl/certs/$name.pem"
-done
-"$crossbar" ca list --all "${admin[@]}"
+step "the CA primary dies: a new agent still gets its certificate from the standby"
+kill -9 "$(grep ca_primary pids | cut -d= -f2)"
+run_agent new1.example.com
 
-step "revoke db1.example.com; the LB refuses its handshake once it reloads the CRL"
-"$crossbar" ca revoke --certname db1.example.com --cadir ca
-for _ in $(seq 100); do grep -q "crl_number=Some(1)" serve.log && break; sleep 0.1; done
-if curl -s --cacert ca/ca_crt.pem --cert agents/db1.example.com/ssl/certs/db1.example.com.pem \
-     --key agents/db1.example.com/ssl/private_keys/db1.example.com.pem \
-     "https://localhost:$port/puppet-ca/v1/certificate/ca" >/dev/null; then
-  echo "UNEXPECTED: the revoked certificate was accepted"; exit 1
-else
-  echo "db1.example.com refused: $(grep -o 'reason="invalid peer certificate: Revoked"' serve.log | tail -1)"
-fi
+step "revoke db2: the LB pulls the CRL and refuses db2, the others pass"
+"$crossbar" ca revoke --certname db2.example.com --cadir ca
+for _ in $(seq 100); do grep -q "installed a new CRL" lb.log && [ "$(grep -c 'installed a new CRL' lb.log)" -ge 2 ] && break; sleep 0.1; done
+run_agent db2.example.com || true
+run_agent db1.example.com
 
-step "what the backends were told (access log: certname and X-Client-Verify result)"
-grep -o 'certname=[^ ]* verify=[^ ]* method=[^ ]* path=[^ ]* pool=[^ ]* member=[^ ]* status=[0-9]*' serve.log | sort | uniq -c
+step "what the backends were told (from the access log)"
+grep -o 'certname=[^ ]* verify=[^ ]*' lb.log | sort | uniq -c
+grep -o 'reason="invalid peer certificate: Revoked"' lb.log | sort | uniq -c | sed 's/^/handshakes refused: /'
 
-step "done"
-echo "work dir: $demo (crossbar log: $demo/serve.log, CA: $demo/ca)"
+step "admin endpoint: http://127.0.0.1:$admin  (/healthz, /metrics, /pools, POST /pools/<pool>/members/<i>/drain|enable)"
+curl -s "http://127.0.0.1:$admin/healthz" || true
+curl -s "http://127.0.0.1:$admin/pools" | python3 -c '
+import json, sys
+for pool in json.load(sys.stdin):
+    for m in pool["members"]:
+        print("%-10s %-28s healthy=%-5s standby=%-5s requests=%-4d ejections=%d"
+              % (pool["name"], m["url"], m["healthy"], m["standby"], m["requests"], m["ejections"]))'
+curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^crossbar_(tls_handshake_failures_total\{reason="revoked"\}|crl_number|requests_total.*2xx)'
+
+step "done: logs in $demo (lb.log, ca-*.log, compiler*/stdout.log, agents/*.last-run.log)"
+if [ -t 0 ]; then read -r -p "The topology is up (LB https://localhost:$lb). Press Enter to stop it. " _; fi

@@ -60,8 +60,9 @@ impl Health {
         self.healthy
     }
 
-    /// An active probe's result.
-    pub fn probe(&mut self, ok: bool, policy: &HealthPolicy) -> Option<Transition> {
+    /// A probe's result at `now`. While the member is unhealthy, each failed probe backs the
+    /// next one off (so a dead member is not probed in a tight loop).
+    pub fn probe(&mut self, ok: bool, now: Instant, policy: &HealthPolicy) -> Option<Transition> {
         if ok {
             self.fail_streak = 0;
             self.ok_streak = self.ok_streak.saturating_add(1);
@@ -79,19 +80,26 @@ impl Health {
             self.healthy = false;
             return Some(Transition::Down);
         }
+        if !self.healthy {
+            self.back_off(now, policy);
+        }
         None
     }
 
-    /// A request failed in a way that says the member is gone (refused, reset, timed out): it
-    /// leaves rotation at once, and must pass `rise` probes to return. Re-probes back off.
-    pub fn eject(&mut self, now: Instant, policy: &HealthPolicy) -> Option<Transition> {
-        self.ok_streak = 0;
+    fn back_off(&mut self, now: Instant, policy: &HealthPolicy) {
         self.backoff = if self.backoff.is_zero() {
             policy.min_backoff
         } else {
             (self.backoff * 2).min(policy.max_backoff)
         };
         self.next_probe = Some(now + self.backoff);
+    }
+
+    /// A request failed in a way that says the member is gone (refused, reset, timed out): it
+    /// leaves rotation at once, and must pass `rise` probes to return. Re-probes back off.
+    pub fn eject(&mut self, now: Instant, policy: &HealthPolicy) -> Option<Transition> {
+        self.ok_streak = 0;
+        self.back_off(now, policy);
         if self.healthy {
             self.healthy = false;
             return Some(Transition::Down);
@@ -135,7 +143,7 @@ mod tests {
         let expected =
             [None, None, None, None, None, Some(Transition::Down), None, Some(Transition::Up)];
         for (ok, want) in results.into_iter().zip(expected) {
-            assert_eq!(h.probe(ok, &p), want);
+            assert_eq!(h.probe(ok, Instant::now(), &p), want);
         }
         assert!(h.is_healthy());
     }
@@ -158,19 +166,44 @@ mod tests {
             Duration::from_secs(3),
             "never later than the interval"
         );
-        assert_eq!(h.probe(true, &p), None, "one good probe is not enough");
-        assert_eq!(h.probe(true, &p), Some(Transition::Up));
+        assert_eq!(h.probe(true, now, &p), None, "one good probe is not enough");
+        assert_eq!(h.probe(true, now, &p), Some(Transition::Up));
         assert_eq!(h.next_probe_in(now, Duration::from_secs(10)), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn failed_probes_of_a_down_member_back_off_instead_of_spinning() {
+        let p = policy();
+        let t0 = Instant::now();
+        let mut h = Health::new();
+        h.eject(t0, &p);
+        let interval = Duration::from_secs(60);
+        let t1 = t0 + h.next_probe_in(t0, interval);
+        assert_eq!(h.probe(false, t1, &p), None);
+        assert_eq!(
+            h.next_probe_in(t1, interval),
+            Duration::from_secs(2),
+            "the next probe waits, it does not fire at once"
+        );
+        let t2 = t1 + Duration::from_secs(2);
+        h.probe(false, t2, &p);
+        assert_eq!(h.next_probe_in(t2, interval), Duration::from_secs(4));
+        assert_eq!(
+            h.next_probe_in(t2, Duration::from_secs(1)),
+            Duration::from_secs(1),
+            "active checks keep their interval"
+        );
     }
 
     #[test]
     fn a_failed_probe_resets_the_rise_streak() {
         let p = policy();
+        let now = Instant::now();
         let mut h = Health::new();
-        h.eject(Instant::now(), &p);
-        assert_eq!(h.probe(true, &p), None);
-        assert_eq!(h.probe(false, &p), None);
-        assert_eq!(h.probe(true, &p), None);
-        assert_eq!(h.probe(true, &p), Some(Transition::Up));
+        h.eject(now, &p);
+        assert_eq!(h.probe(true, now, &p), None);
+        assert_eq!(h.probe(false, now, &p), None);
+        assert_eq!(h.probe(true, now, &p), None);
+        assert_eq!(h.probe(true, now, &p), Some(Transition::Up));
     }
 }

@@ -135,7 +135,7 @@ impl Member {
 
     /// An active probe's result; returns the transition, if any.
     pub fn record_probe(&self, ok: bool, policy: &HealthPolicy) -> Option<Transition> {
-        let transition = self.health.lock().ok()?.probe(ok, policy);
+        let transition = self.health.lock().ok()?.probe(ok, Instant::now(), policy);
         self.apply(transition)
     }
 
