@@ -139,13 +139,15 @@ impl Proxy {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let pool_name = self.routes.pool_for(&path, request.uri().query()).to_owned();
+        let (route, pool_name) = self.routes.route_for(&path, request.uri().query());
+        let (route, pool_name) = (self.routes.label(route), pool_name.to_owned());
         let upstream_request = prepare(request, conn);
         let log = AccessLog {
             conn_identity: conn.identity.clone(),
             peer: conn.peer,
             method,
             path,
+            route,
             pool: pool_name.clone(),
             started,
         };
@@ -307,6 +309,7 @@ struct AccessLog {
     peer: SocketAddr,
     method: Method,
     path: String,
+    route: Arc<str>,
     pool: String,
     started: Instant,
 }
@@ -320,6 +323,7 @@ impl AccessLog {
             verify = self.conn_identity.verify_result(),
             method = %self.method,
             path = %self.path,
+            route = %self.route,
             pool = %self.pool,
             member,
             status = status.as_u16(),

@@ -1,5 +1,7 @@
 //! Which pool serves a request: a pure function of its path and query.
 
+use std::sync::Arc;
+
 use regex::Regex;
 
 /// How a route recognises its requests.
@@ -25,6 +27,8 @@ pub struct Route {
 pub struct RouteTable {
     routes: Vec<Route>,
     fallback: String,
+    /// Each route's log label, made once (the last is the fallback's).
+    labels: Vec<Arc<str>>,
 }
 
 /// The pool for CA traffic and the pool for everything else when no routes are configured.
@@ -32,24 +36,37 @@ pub const CA_POOL: &str = "ca";
 pub const COMPILER_POOL: &str = "compilers";
 
 impl RouteTable {
-    /// The seed's routing: `/puppet-ca/` and the Puppet 3 `/<env>/certificate…` forms to the CA
-    /// pool, everything else to the compilers; configured routes are tried first.
+    /// The seed's routing: `/puppet-ca/` and the Puppet 3 `/<env>/certificate…` forms always go
+    /// to the CA pool (a configured route never captures CA traffic), then configured routes in
+    /// order, then the compilers.
     pub fn with_defaults(configured: Vec<Route>) -> Self {
-        let mut routes = configured;
-        routes.push(Route { matcher: Matcher::Prefix("/puppet-ca/".into()), pool: CA_POOL.into() });
+        let mut routes = vec![Route { matcher: Matcher::Prefix("/puppet-ca/".into()), pool: CA_POOL.into() }];
         // Built from a literal: cannot fail.
         if let Ok(legacy) = Regex::new("^/[^/]+/certificate") {
             routes.push(Route { matcher: Matcher::Regex(legacy), pool: CA_POOL.into() });
         }
-        Self { routes, fallback: COMPILER_POOL.into() }
+        routes.extend(configured);
+        let labels = routes.iter().map(|r| Arc::from(r.matcher.to_string())).chain([Arc::from("default")]).collect();
+        Self { routes, fallback: COMPILER_POOL.into(), labels }
     }
 
     /// The pool for a request to `path` with `query`.
     pub fn pool_for(&self, path: &str, query: Option<&str>) -> &str {
-        self.routes
-            .iter()
-            .find(|route| route.matcher.matches(path, query))
-            .map_or(self.fallback.as_str(), |route| route.pool.as_str())
+        self.route_for(path, query).1
+    }
+
+    /// The matched route's index (`None`: the fallback) and its pool.
+    pub fn route_for(&self, path: &str, query: Option<&str>) -> (Option<usize>, &str) {
+        match self.routes.iter().position(|route| route.matcher.matches(path, query)) {
+            Some(i) => (Some(i), self.routes[i].pool.as_str()),
+            None => (None, self.fallback.as_str()),
+        }
+    }
+
+    /// A route's label for logs: its matcher, or `default`.
+    pub fn label(&self, index: Option<usize>) -> Arc<str> {
+        let i = index.unwrap_or(self.routes.len()).min(self.labels.len().saturating_sub(1));
+        self.labels.get(i).cloned().unwrap_or_else(|| Arc::from("default"))
     }
 
     /// Every pool a route can send to (for configuration checks).
@@ -120,7 +137,16 @@ mod tests {
     }
 
     #[test]
-    fn configured_routes_come_first() {
+    fn routes_have_labels_for_the_log() {
+        let table = RouteTable::with_defaults(vec![]);
+        let (index, pool) = table.route_for("/puppet-ca/v1/certificate/ca", None);
+        assert_eq!((&*table.label(index), pool), ("prefix /puppet-ca/", "ca"));
+        let (index, pool) = table.route_for("/puppet/v3/node/x", None);
+        assert_eq!((&*table.label(index), pool), ("default", "compilers"));
+    }
+
+    #[test]
+    fn configured_routes_come_after_the_ca_routes() {
         let table = RouteTable::with_defaults(vec![
             Route { matcher: Matcher::Environment("canary".into()), pool: "canary".into() },
             Route { matcher: Matcher::Prefix("/puppet/v3/file_".into()), pool: "files".into() },
@@ -132,6 +158,8 @@ mod tests {
             ("/puppet/v3/catalog/a", Some("configured_environment=canary"), "compilers"),
             ("/puppet/v3/file_metadatas/plugins", Some("environment=production"), "files"),
             ("/puppet-ca/v1/certificate/ca", None, "ca"),
+            ("/puppet-ca/v1/certificate/ca", Some("environment=canary"), "ca"),
+            ("/canary/certificate/ca", Some("environment=canary"), "ca"),
         ];
         for (path, query, pool) in cases {
             assert_eq!(table.pool_for(path, query), pool, "{path}?{query:?}");

@@ -278,3 +278,83 @@ fn sigterm_stops_accepting_and_lets_in_flight_requests_finish() {
     assert_eq!(cb.child.wait_exit(Duration::from_secs(15)), Some(0));
     assert!(client.connect(port).is_err(), "nothing listens any more");
 }
+
+#[test]
+fn a_live_connection_is_closed_when_its_certificate_is_revoked() {
+    let fx = CaFixture::new(KeyAlgorithm::EcP256);
+    fx.issue("agent9.example.com", vec![], false);
+    let stub = StubBackend::start(Duration::ZERO);
+    let cb =
+        start(&fx, &format!("[lb.pools.compilers]\nmembers = [{{ url = \"{}\" }}]\n", stub.url()));
+    let agent = TlsClient::new(
+        &fx.ca_bundle(),
+        Some((&fx.cert("agent9.example.com"), &fx.key("agent9.example.com"))),
+    );
+    let mut live = agent.connect(cb.lb_port()).unwrap();
+    assert_eq!(
+        testkit::tls::exchange(&mut live, &testkit::tls::keepalive_get("/x")).unwrap().status,
+        200
+    );
+
+    let (code, out, err) = super::crossbar([
+        "ca",
+        "revoke",
+        "--certname",
+        "agent9.example.com",
+        "--cadir",
+        fx.cadir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait::until_true(
+        "the LB to close the revoked client's live connection",
+        Duration::from_secs(15),
+        || testkit::tls::exchange(&mut live, &testkit::tls::keepalive_get("/x")).is_err(),
+    );
+    assert!(cb
+        .child
+        .stderr()
+        .contains("closing a live connection: its client certificate is now revoked"));
+    let (_, metrics) = admin_get(&cb, "/metrics");
+    assert!(metrics.contains("crossbar_connections_closed_revoked_total 1"), "{metrics}");
+    assert!(agent.handshake_and_request(cb.lb_port(), "/x").is_err(), "and a new handshake is refused");
+    let (_, metrics) = admin_get(&cb, "/metrics");
+    assert!(
+        metrics.contains("crossbar_tls_handshake_failures_total{reason=\"revoked\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn the_environment_parameter_routes_to_a_canary_pool() {
+    let fx = CaFixture::new(KeyAlgorithm::EcP256);
+    let production = StubBackend::start(Duration::ZERO);
+    let canary = StubBackend::start(Duration::ZERO);
+    let config = format!(
+        "[lb.pools.compilers]\nmembers = [{{ url = \"{}\" }}]\n[lb.pools.canary]\nmembers = [{{ url = \"{}\" }}]\n[[lb.routes]]\nenvironment = \"canary\"\npool = \"canary\"\n",
+        production.url(),
+        canary.url()
+    );
+    let cb = start(&fx, &config);
+    let client = TlsClient::new(&fx.ca_bundle(), None);
+    let cases = [
+        ("/puppet/v3/catalog/a?environment=canary", canary.addr.to_string()),
+        (
+            "/puppet/v3/file_metadatas/plugins?recurse=false&environment=canary",
+            canary.addr.to_string(),
+        ),
+        ("/puppet/v3/catalog/a?environment=production", production.addr.to_string()),
+        ("/puppet/v3/catalog/a?configured_environment=canary", production.addr.to_string()),
+    ];
+    for (path, expected) in cases {
+        assert_eq!(served_by(&get(&client, &cb, path, &[])), expected, "{path}");
+    }
+    let ca = get(&client, &cb, "/puppet-ca/v1/certificate/ca?environment=canary", &[]);
+    assert!(
+        ca.status == 200 && ca.text().contains("BEGIN CERTIFICATE"),
+        "CA traffic still goes to the CA"
+    );
+    assert!(
+        cb.child.stderr().contains("route=environment=canary pool=canary"),
+        "the access log names the route"
+    );
+}
