@@ -16,6 +16,7 @@ seconds=${2:-30}
 cargo build --release --locked -p crossbar
 crossbar="$root/target/release/crossbar"
 work=$(mktemp -d /tmp/crossbar-bench.XXXXXX)
+chmod 755 "$work"   # the compilers run as the puppet user
 cleanup() { kill "$(cat "$work/lb.pid" 2>/dev/null)" 2>/dev/null || true; for c in c1 c2; do kill "$(cat "$work/$c/pid" 2>/dev/null)" 2>/dev/null || true; done; }
 trap cleanup EXIT
 cd "$work"
