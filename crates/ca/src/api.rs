@@ -4,21 +4,22 @@
 mod auth;
 mod certs;
 mod error;
+mod extract;
 mod health;
 mod status;
 
-use std::{net::SocketAddr, sync::Arc, time::SystemTime};
+use std::{sync::Arc, time::SystemTime};
 
 use arc_swap::ArcSwap;
 
 use axum::{
-    extract::{ConnectInfo, DefaultBodyLimit, Request},
+    extract::{DefaultBodyLimit, Request},
     middleware::{self, Next},
     response::Response,
     routing::{get, put},
     Router,
 };
-use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
 
 pub use self::auth::{common_name, AccessPolicy, Caller};
 pub use self::error::ApiError;
@@ -119,23 +120,6 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// The caller, or 403 unless it may administer the CA.
-fn require_admin(
-    state: &State,
-    peer: SocketAddr,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-) -> Result<Caller, ApiError> {
-    let access = state.access();
-    let caller = access.caller(peer.ip(), headers)?;
-    if access.is_admin(&caller) {
-        return Ok(caller);
-    }
-    tracing::warn!(?caller, %path, %method, "forbidden: CA admin endpoints need pp_cli_auth or an admin_certnames entry");
-    Err(ApiError::Forbidden { path: path.to_owned(), method: method.clone() })
-}
-
 /// 304 when `If-Modified-Since` parses and the file did not change strictly after it.
 fn not_modified(headers: &HeaderMap, modified: SystemTime) -> bool {
     let Some(since) = headers.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()) else {
@@ -156,5 +140,3 @@ fn text(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
 }
-
-type Peer = ConnectInfo<SocketAddr>;

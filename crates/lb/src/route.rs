@@ -40,13 +40,18 @@ impl RouteTable {
     /// to the CA pool (a configured route never captures CA traffic), then configured routes in
     /// order, then the compilers.
     pub fn with_defaults(configured: Vec<Route>) -> Self {
-        let mut routes = vec![Route { matcher: Matcher::Prefix("/puppet-ca/".into()), pool: CA_POOL.into() }];
+        let mut routes =
+            vec![Route { matcher: Matcher::Prefix("/puppet-ca/".into()), pool: CA_POOL.into() }];
         // Built from a literal: cannot fail.
         if let Ok(legacy) = Regex::new("^/[^/]+/certificate") {
             routes.push(Route { matcher: Matcher::Regex(legacy), pool: CA_POOL.into() });
         }
         routes.extend(configured);
-        let labels = routes.iter().map(|r| Arc::from(r.matcher.to_string())).chain([Arc::from("default")]).collect();
+        let labels = routes
+            .iter()
+            .map(|r| Arc::from(r.matcher.to_string()))
+            .chain([Arc::from("default")])
+            .collect();
         Self { routes, fallback: COMPILER_POOL.into(), labels }
     }
 

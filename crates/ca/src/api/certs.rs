@@ -2,30 +2,31 @@
 
 use axum::{
     body::Bytes,
-    extract::{Path, State as AxState},
+    extract::State as AxState,
     response::{IntoResponse, Response},
     Json,
 };
-use http::{HeaderMap, Method, StatusCode, Uri};
-use pki::Certname;
+use http::{HeaderMap, StatusCode};
 
-use super::{blocking, not_modified, require_admin, text, ApiError, Peer, State};
+use super::{
+    blocking,
+    extract::{Admin, Authenticated, Subject},
+    not_modified, text, ApiError, State,
+};
 
 /// `GET certificate/{subject}`: the CA bundle for `ca`, else the signed certificate.
 pub(super) async fn get_certificate(
     AxState(state): AxState<State>,
-    Path(subject): Path<String>,
+    Subject(name): Subject,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let stamped = if subject == "ca" {
+    let missing = format!("Could not find certificate {name}");
+    let stamped = if name.as_str() == "ca" {
         Some(blocking(&state, |ca| Ok(ca.store().ca_bundle()?)).await?)
     } else {
-        let name = Certname::parse(&subject).map_err(crate::error::CaError::from)?;
         blocking(&state, move |ca| Ok(ca.store().certificate(&name)?)).await?
     };
-    let Some(stamped) = stamped else {
-        return Err(ApiError::NotFound(format!("Could not find certificate {subject}")));
-    };
+    let Some(stamped) = stamped else { return Err(ApiError::NotFound(missing)) };
     if not_modified(&headers, stamped.modified) {
         return Ok(text(StatusCode::NOT_MODIFIED, ""));
     }
@@ -35,20 +36,21 @@ pub(super) async fn get_certificate(
 /// `GET certificate_request/{subject}`.
 pub(super) async fn get_request(
     AxState(state): AxState<State>,
-    Path(subject): Path<String>,
+    Subject(name): Subject,
 ) -> Result<Response, ApiError> {
-    let name = Certname::parse(&subject).map_err(crate::error::CaError::from)?;
+    let missing = format!("Could not find certificate_request {name}");
     match blocking(&state, move |ca| Ok(ca.store().request(&name)?)).await? {
         Some(pem) => Ok(text(StatusCode::OK, pem)),
-        None => Err(ApiError::NotFound(format!("Could not find certificate_request {subject}"))),
+        None => Err(ApiError::NotFound(missing)),
     }
 }
 
 /// `PUT certificate_request/{subject}`: checked, then signed at once when autosign says so,
-/// otherwise saved as pending.
+/// otherwise saved as pending. The name is checked by the service, after the duplicate check,
+/// as puppetserver orders it.
 pub(super) async fn put_request(
     AxState(state): AxState<State>,
-    Path(subject): Path<String>,
+    axum::extract::Path(subject): axum::extract::Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let pending = blocking(&state, move |ca| ca.check_request(&subject, &body)).await?;
@@ -65,19 +67,15 @@ pub(super) async fn put_request(
 /// `DELETE certificate_request/{subject}` (denied by puppetserver's default auth.conf; here
 /// open to admins).
 pub(super) async fn delete_request(
+    _: Admin,
     AxState(state): AxState<State>,
-    Path(subject): Path<String>,
-    peer: Peer,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Subject(name): Subject,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, peer.0, &method, uri.path(), &headers)?;
-    let name = Certname::parse(&subject).map_err(crate::error::CaError::from)?;
+    let missing = format!("No certificate request for {name}");
     if blocking(&state, move |ca| Ok(ca.store().delete_request(&name)?)).await? {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    Err(ApiError::NotFound(format!("No certificate request for {subject}")))
+    Err(ApiError::NotFound(missing))
 }
 
 /// `GET certificate_revocation_list/{anything}`: the whole CRL chain.
@@ -95,15 +93,9 @@ pub(super) async fn get_crl(
 /// `GET expirations`: notAfter of each CA certificate and nextUpdate of each CRL, for any
 /// authenticated caller.
 pub(super) async fn expirations(
+    _: Authenticated,
     AxState(state): AxState<State>,
-    peer: Peer,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if state.access().caller(peer.0.ip(), &headers)? == super::Caller::Anonymous {
-        return Err(ApiError::Forbidden { path: uri.path().to_owned(), method });
-    }
     let (certs, crls) =
         blocking(&state, |ca| Ok((ca.store().ca_bundle()?, ca.store().crl_chain()?))).await?;
     let mut ca_certs = serde_json::Map::new();

@@ -4,16 +4,20 @@ use std::time::Duration;
 
 use axum::{
     body::Bytes,
-    extract::{Path, Query, State as AxState},
+    extract::{Query, State as AxState},
     response::{IntoResponse, Response},
     Json,
 };
-use http::{header, HeaderMap, Method, StatusCode, Uri};
+use http::{header, HeaderMap, StatusCode};
 use pki::Certname;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{blocking, require_admin, ApiError, Peer, State};
+use super::{
+    blocking,
+    extract::{Admin, Subject},
+    ApiError, State,
+};
 use crate::{
     error::CaError,
     service::{CertStatus, State as CertState},
@@ -23,16 +27,12 @@ const MEDIA_TYPES: &[&str] = &["application/json", "text/pson", "pson"];
 
 /// `GET certificate_status/{subject}`.
 pub(super) async fn get_status(
+    _: Admin,
     AxState(state): AxState<State>,
-    Path(subject): Path<String>,
-    peer: Peer,
-    method: Method,
-    uri: Uri,
+    Subject(name): Subject,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, peer.0, &method, uri.path(), &headers)?;
     let content_type = negotiate(&headers)?;
-    let name = Certname::parse(&subject).map_err(CaError::from)?;
     match blocking(&state, move |ca| ca.status(&name)).await? {
         Some(status) => Ok(json_response(content_type, status.to_json())),
         None => Err(ApiError::NotFound("Resource not found.".into())),
@@ -41,18 +41,14 @@ pub(super) async fn get_status(
 
 /// `PUT certificate_status/{subject}` with `{"desired_state": "signed"|"revoked", "cert_ttl": N}`.
 pub(super) async fn put_status(
+    _: Admin,
     AxState(state): AxState<State>,
-    Path(subject): Path<String>,
-    peer: Peer,
-    method: Method,
-    uri: Uri,
+    Subject(name): Subject,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, peer.0, &method, uri.path(), &headers)?;
     check_content_type(&headers)?;
-    let name = Certname::parse(&subject).map_err(CaError::from)?;
-    let desired = parse_desired_state(&subject, &body)?;
+    let desired = parse_desired_state(name.as_str(), &body)?;
     blocking(&state, move |ca| {
         if ca.store().existing(&name)?.is_none() {
             return Err(CaError::NotFound("Invalid certificate subject.".into()));
@@ -68,15 +64,10 @@ pub(super) async fn put_status(
 
 /// `DELETE certificate_status/{subject}`: removes cert and request, without revoking.
 pub(super) async fn delete_status(
+    _: Admin,
     AxState(state): AxState<State>,
-    Path(subject): Path<String>,
-    peer: Peer,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Subject(name): Subject,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, peer.0, &method, uri.path(), &headers)?;
-    let name = Certname::parse(&subject).map_err(CaError::from)?;
     blocking(&state, move |ca| ca.delete(&name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -88,14 +79,11 @@ pub(super) struct StatusesQuery {
 
 /// `GET certificate_statuses/{any}?state=requested|signed|revoked`.
 pub(super) async fn get_statuses(
+    _: Admin,
     AxState(state): AxState<State>,
     Query(query): Query<StatusesQuery>,
-    peer: Peer,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, peer.0, &method, uri.path(), &headers)?;
     let content_type = negotiate(&headers)?;
     let only = match query.state.as_deref() {
         Some("requested") => Some(CertState::Requested),
@@ -124,14 +112,10 @@ struct CleanBody {
 
 /// `PUT clean` with `{"certnames": [...]}`: revoke, then delete the certificates.
 pub(super) async fn clean(
+    _: Admin,
     AxState(state): AxState<State>,
-    peer: Peer,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, peer.0, &method, uri.path(), &headers)?;
     let parsed: CleanBody = serde_json::from_slice(&body)
         .map_err(|_| ApiError::BadInput("Request body is not JSON.".into()))?;
     if parsed.is_async == Some(true) {

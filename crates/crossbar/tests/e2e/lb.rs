@@ -316,7 +316,10 @@ fn a_live_connection_is_closed_when_its_certificate_is_revoked() {
         .contains("closing a live connection: its client certificate is now revoked"));
     let (_, metrics) = admin_get(&cb, "/metrics");
     assert!(metrics.contains("crossbar_connections_closed_revoked_total 1"), "{metrics}");
-    assert!(agent.handshake_and_request(cb.lb_port(), "/x").is_err(), "and a new handshake is refused");
+    assert!(
+        agent.handshake_and_request(cb.lb_port(), "/x").is_err(),
+        "and a new handshake is refused"
+    );
     let (_, metrics) = admin_get(&cb, "/metrics");
     assert!(
         metrics.contains("crossbar_tls_handshake_failures_total{reason=\"revoked\"} 1"),
