@@ -10,7 +10,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::{
     blocking,
-    extract::{Admin, Authenticated, Subject},
+    extract::{Admin, Authenticated, RawSubject, Subject},
     not_modified, text, ApiError, State,
 };
 
@@ -50,7 +50,7 @@ pub(super) async fn get_request(
 /// as puppetserver orders it.
 pub(super) async fn put_request(
     AxState(state): AxState<State>,
-    axum::extract::Path(subject): axum::extract::Path<String>,
+    RawSubject(subject): RawSubject,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let pending = blocking(&state, move |ca| ca.check_request(&subject, &body)).await?;

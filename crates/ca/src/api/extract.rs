@@ -1,7 +1,7 @@
 //! Request extractors: who may call (checked before anything else, as puppetserver's
 //! authorization middleware does) and the `{subject}` certname of the URL.
 
-use std::net::SocketAddr;
+use std::{collections::HashMap, net::SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Path};
 use http::request::Parts;
@@ -68,9 +68,25 @@ impl FromRequestParts<State> for Subject {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
-        let Path(subject) = Path::<String>::from_request_parts(parts, state)
+        let RawSubject(subject) = RawSubject::from_request_parts(parts, state).await?;
+        Certname::parse(&subject).map(Self).map_err(|e| CaError::from(e).into())
+    }
+}
+
+/// The URL's `{subject}` as sent (for the CSR pipeline, which checks it in puppetserver's
+/// order). Picked by name: the Puppet 3 routes have an `{environment}` before it.
+pub(super) struct RawSubject(pub(super) String);
+
+impl FromRequestParts<State> for RawSubject {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
+        let Path(mut params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::BadInput(e.body_text()))?;
-        Certname::parse(&subject).map(Self).map_err(|e| CaError::from(e).into())
+        params
+            .remove("subject")
+            .map(Self)
+            .ok_or_else(|| ApiError::BadInput("Missing URL Segment".into()))
     }
 }

@@ -186,3 +186,86 @@ fn puppetserver_ca(args: &[&str]) -> String {
     assert!(out.status.success(), "puppetserver ca {args:?} failed: {text}");
     text
 }
+
+/// The rest of the CA API through the LB: `If-Modified-Since`, legacy routes, expirations,
+/// `clean` (online), and the `X-Puppet-Version` header agents parse.
+#[test]
+fn the_rest_of_the_ca_api_through_the_lb() {
+    use testkit::tls::request;
+    let fx = CaFixture::new(KeyAlgorithm::EcP256);
+    let cb = Crossbar::start(bin(), fx.dir(), "crossbar", &fx.single_node_config("true", ""));
+    let port = cb.lb_port();
+    let anonymous = TlsClient::new(&fx.ca_bundle(), None);
+    let admin = TlsClient::new(&fx.ca_bundle(), Some((&fx.cert(ADMIN_NAME), &fx.key(ADMIN_NAME))));
+    let get = |client: &TlsClient, path: &str, headers: &[(&str, &str)]| {
+        client.raw(port, &request("GET", path, headers, b""))
+    };
+
+    let bundle = get(&anonymous, "/puppet-ca/v1/certificate/ca", &[]);
+    assert_eq!(bundle.status, 200);
+    assert_eq!(
+        bundle.body,
+        std::fs::read(fx.ca_bundle()).unwrap(),
+        "served byte for byte (ca_fingerprint hashes the body)"
+    );
+    assert_eq!(bundle.header("x-puppet-version"), Some("7.23.0"));
+    let future = [("If-Modified-Since", "Fri, 01 Jan 2100 00:00:00 GMT")];
+    let past = [("If-Modified-Since", "Thu, 01 Jan 1970 00:00:00 GMT")];
+    for path in ["/puppet-ca/v1/certificate/ca", "/puppet-ca/v1/certificate_revocation_list/ca"] {
+        assert_eq!(get(&anonymous, path, &future).status, 304, "{path} unchanged since then");
+        assert_eq!(get(&anonymous, path, &past).status, 200, "{path} changed since then");
+        assert_eq!(
+            get(&anonymous, path, &[("If-Modified-Since", "yesterday")]).status,
+            200,
+            "an unparsable date is ignored"
+        );
+    }
+
+    let legacy = get(&anonymous, "/production/certificate/ca", &[]);
+    assert_eq!(
+        (legacy.status, legacy.body.clone()),
+        (200, bundle.body.clone()),
+        "Puppet 3 form of the route"
+    );
+    assert_eq!(get(&anonymous, "/production/certificate_revocation_list/ca", &[]).status, 200);
+    let csr = testkit::fixture::csr_pem("legacy.example.com");
+    let put = anonymous.raw(
+        port,
+        &request(
+            "PUT",
+            "/production/certificate_request/legacy.example.com",
+            &[("Content-Type", "text/plain")],
+            csr.as_bytes(),
+        ),
+    );
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert!(
+        fx.cadir.join("signed/legacy.example.com.pem").is_file(),
+        "autosigned through the legacy route"
+    );
+
+    assert_eq!(get(&anonymous, "/puppet-ca/v1/expirations", &[]).status, 403);
+    let expirations = get(&admin, "/puppet-ca/v1/expirations", &[]);
+    assert_eq!(expirations.status, 200);
+    let json: serde_json::Value = serde_json::from_slice(&expirations.body).unwrap();
+    assert!(
+        json["ca-certs"]["Puppet CA: puppetlb.example.com"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("UTC")),
+        "{json}"
+    );
+    assert!(json["crls"]["Puppet CA: puppetlb.example.com"].as_str().is_some(), "{json}");
+
+    let url = cb.lb_url();
+    let online = online(&url, &fx.cert(ADMIN_NAME), &fx.key(ADMIN_NAME), &fx.ca_bundle());
+    let args = |head: &[&str]| {
+        head.iter().map(|s| (*s).to_owned()).chain(online.iter().cloned()).collect::<Vec<String>>()
+    };
+    let (code, out, err) = crossbar(args(&["ca", "clean", "--certname", "legacy.example.com"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Successfully cleaned all certs."), "{out}");
+    assert!(!fx.cadir.join("signed/legacy.example.com.pem").exists());
+    let (code, out, _) = crossbar(args(&["ca", "clean", "--certname", "ghost.example.com"]));
+    assert_ne!(code, 0);
+    assert!(out.contains("do not exist"), "{out}");
+}
