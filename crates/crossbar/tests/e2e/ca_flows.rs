@@ -222,11 +222,7 @@ fn the_rest_of_the_ca_api_through_the_lb() {
     }
 
     let legacy = get(&anonymous, "/production/certificate/ca", &[]);
-    assert_eq!(
-        (legacy.status, legacy.body.clone()),
-        (200, bundle.body.clone()),
-        "Puppet 3 form of the route"
-    );
+    assert_eq!((legacy.status, legacy.body), (200, bundle.body), "Puppet 3 form of the route");
     assert_eq!(get(&anonymous, "/production/certificate_revocation_list/ca", &[]).status, 200);
     let csr = testkit::fixture::csr_pem("legacy.example.com");
     let put = anonymous.raw(
