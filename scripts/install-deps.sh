@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages crossbar's tests and demo use: the real Puppet 7 agent and
-# puppetserver 7 (the peers the e2e tests run against), OpenSSL (an independent checker of
-# what the CA issues), and the tools the scripts call. Idempotent: installed packages are
-# skipped, so a second run costs a second.
+# Installs the Debian 12 packages crossbar's tests, demo and benchmarks use: the real Puppet 7
+# agent and puppetserver 7 (the peers the e2e tests run against), OpenSSL (an independent
+# checker of what the CA issues), Apache, HAProxy and nginx (the LBs the benchmark compares
+# with), and the tools the scripts call. `--chart` adds matplotlib for the benchmark's PNG.
+# Idempotent: installed packages are skipped, so a second run costs a second.
 set -euo pipefail
 
-packages=(puppet-agent puppetserver openssl curl ca-certificates iproute2 procps)
+packages=(puppet-agent puppetserver openssl curl ca-certificates iproute2 procps util-linux
+          python3 apache2 haproxy nginx)
+if [ "${1:-}" = --chart ]; then
+  packages+=(python3-matplotlib hyperfine)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -21,10 +26,19 @@ if [ "$(id -u)" -ne 0 ]; then
   sudo="sudo"
 fi
 echo "install-deps: installing ${missing[*]}" >&2
+# Start no service while installing: apache2 and nginx would both take port 80 and nginx's
+# post-install would fail. crossbar's tests and benchmarks start their own instances.
+policy=/usr/sbin/policy-rc.d
+created_policy=""
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+  $sudo chmod +x "$policy"
+  created_policy=1
+fi
+cleanup() { [ -n "$created_policy" ] && $sudo rm -f "$policy"; }
+trap cleanup EXIT
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
-# Debian's packages may start services where an init system runs; crossbar's tests and demo
-# start their own instances on ports the kernel picks, so none is needed.
-for service in puppetserver puppet; do
+for service in puppetserver puppet apache2 nginx haproxy; do
   $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
 done

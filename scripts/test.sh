@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # crossbar's test command (the one in the README, and what .ci/run calls): installs what it
-# needs on a fresh Debian 12 machine, then runs formatting, lints and every test, including
-# the end-to-end tests against the real Puppet 7 agent and puppetserver CLI.
+# needs on a fresh Debian 12 machine, then runs formatting, lints, every test (including the
+# end-to-end tests against the real Puppet 7 agent, puppetserver compilers and the puppetserver
+# CLI), and a smoke run of the benchmark (every peer config starts and serves; no timing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,3 +12,5 @@ export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+cargo build --locked -p crossbar
+python3 bench/bench.py --smoke --crossbar target/debug/crossbar

@@ -2,9 +2,11 @@
 # shared/recipes/real-puppet.md describes: plain HTTP on a port the kernel picks, CA service off,
 # allow-header-cert-info, private dirs, one JRuby. Sourced by demo.sh and the benchmarks.
 
-# compiler_start DIR NAME: prepares DIR and starts the compiler in the background (pid in DIR/pid).
-compiler_start() {
-  local dir=$1 name=$2
+# puppetserver_prepare DIR NAME ROLE: writes a puppetserver's config into DIR. ROLE "compiler":
+# CA service off, identity headers believed; ROLE "ca": puppetserver's own CA on (autosign), for
+# comparisons with crossbar's CA.
+puppetserver_prepare() {
+  local dir=$1 name=$2 role=${3:-compiler}
   rm -rf "$dir"
   mkdir -p "$dir"/{etc,code/environments/production/manifests,var,run,log,ssl}
   cp -r /etc/puppet/puppetserver/conf.d /etc/puppet/puppetserver/services.d "$dir/"
@@ -15,7 +17,9 @@ webserver: {
     port: 0
 }
 CONF
-  sed -i 's|^puppetlabs.services.ca.certificate-authority-service/certificate-authority-service|#&|; s|^#\(puppetlabs.services.ca.certificate-authority-disabled-service\)|\1|' "$dir/services.d/ca.cfg"
+  if [ "$role" = compiler ]; then
+    sed -i 's|^puppetlabs.services.ca.certificate-authority-service/certificate-authority-service|#&|; s|^#\(puppetlabs.services.ca.certificate-authority-disabled-service\)|\1|' "$dir/services.d/ca.cfg"
+  fi
   sed -i '0,/^authorization: {/s//authorization: {\n    allow-header-cert-info: true/' "$dir/conf.d/auth.conf"
   cat > "$dir/conf.d/puppetserver.conf" <<CONF
 jruby-puppet: {
@@ -35,6 +39,9 @@ profiler: {
 }
 CONF
   printf '[main]\nssldir = %s/ssl\ncertname = %s\n' "$dir" "$name" > "$dir/etc/puppet.conf"
+  if [ "$role" = ca ]; then
+    printf '[server]\ncadir = %s/ca\nautosign = true\n' "$dir" >> "$dir/etc/puppet.conf"
+  fi
   cat > "$dir/code/environments/production/manifests/site.pp" <<'PP'
 node default {
   notify { "compiled by ${settings::certname}": }
@@ -42,6 +49,12 @@ node default {
 }
 PP
   chown -R puppet:puppet "$dir"
+}
+
+# compiler_start DIR NAME: prepares DIR and starts the compiler in the background (pid in DIR/pid).
+compiler_start() {
+  local dir=$1 name=$2
+  puppetserver_prepare "$dir" "$name" compiler
   (cd "$dir" && exec setpriv --reuid puppet --regid puppet --clear-groups -- \
      /usr/bin/java -Xms512m -Xmx512m -Dlogappender=STDOUT -Djruby.lib=/usr/share/jruby/lib \
      -jar /usr/share/puppetserver/puppetserver.jar --config "$dir/conf.d" --bootstrap-config "$dir/services.d" \

@@ -30,6 +30,187 @@ pub enum Command {
     /// Certificate authority administration.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// The agent-fleet simulator (load generator) and crypto ceilings.
+    #[command(subcommand)]
+    Sim(SimCommand),
+    /// A stub compiler (a test double for benchmarks of the LB): canned /puppet/v3 answers.
+    StubCompiler {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Wait before answering a catalog request.
+        #[arg(long, default_value = "0ms")]
+        catalog_delay: String,
+        /// Wait before answering any other request.
+        #[arg(long, default_value = "0ms")]
+        other_delay: String,
+        /// Size of the canned catalog, in KiB.
+        #[arg(long, default_value_t = 100)]
+        catalog_kib: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Issue agent certificates in bulk from a CA directory (before a benchmark).
+    Certs {
+        #[arg(long)]
+        cadir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        agents: usize,
+        #[arg(long, default_value = "ec-p256")]
+        key: String,
+        #[arg(long, default_value = "agent")]
+        prefix: String,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Puppet runs: one connection per run, node (first run), pluginsync, catalog, report.
+    Runs {
+        #[command(flatten)]
+        target: SimTarget,
+        #[command(flatten)]
+        agents: SimAgents,
+        /// Time between an agent's runs (Puppet's runinterval); omit for back-to-back runs.
+        #[arg(long)]
+        interval: Option<String>,
+        /// Spread first runs over the interval (Puppet's splay).
+        #[arg(long)]
+        splay: bool,
+        #[command(flatten)]
+        output: SimOutput,
+    },
+    /// Kept-alive connections sending one request back to back.
+    Throughput {
+        #[command(flatten)]
+        target: SimTarget,
+        #[command(flatten)]
+        agents: SimAgents,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value = "/puppet/v3/file_metadatas/plugins?recurse=false&environment=production")]
+        path: String,
+        #[command(flatten)]
+        output: SimOutput,
+    },
+    /// New connections with full TLS handshakes (client certificates), one request each.
+    Handshakes {
+        #[command(flatten)]
+        target: SimTarget,
+        #[command(flatten)]
+        agents: SimAgents,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long, default_value = "/status/v1/simple")]
+        path: String,
+        #[command(flatten)]
+        output: SimOutput,
+    },
+    /// Open one connection per agent, send one request, keep them all idle for --duration.
+    Hold {
+        #[command(flatten)]
+        target: SimTarget,
+        #[command(flatten)]
+        agents: SimAgents,
+        #[arg(long, default_value = "/status/v1/simple")]
+        path: String,
+        #[command(flatten)]
+        output: SimOutput,
+    },
+    /// A bootstrap storm: new agents from CSR to certificate (keys made before the clock).
+    Bootstrap {
+        #[command(flatten)]
+        target: SimTarget,
+        #[arg(long)]
+        agents: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value = "ec-p256")]
+        key: String,
+        #[arg(long, default_value = "new")]
+        prefix: String,
+        #[arg(long, default_value = "600s")]
+        duration: String,
+        #[command(flatten)]
+        output: SimOutput,
+    },
+    /// Crypto ceilings: signatures/s for a key type, and in-memory TLS handshakes/s.
+    Ceiling {
+        #[arg(long, default_value = "rsa-4096")]
+        key: String,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value = "5s")]
+        duration: String,
+        /// For the handshake ceiling: the LB's certificate and key, the CA bundle, the CRL, and
+        /// one agent's certificate and key.
+        #[arg(long, requires_all = ["tls_key", "ca", "client_cert", "client_key"])]
+        tls_cert: Option<PathBuf>,
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        #[arg(long)]
+        crl: Option<PathBuf>,
+        #[arg(long)]
+        client_cert: Option<PathBuf>,
+        #[arg(long)]
+        client_key: Option<PathBuf>,
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+/// Where simulated agents connect.
+#[derive(Debug, Args)]
+pub struct SimTarget {
+    /// The LB (TLS), as host:port.
+    #[arg(long, conflicts_with = "direct")]
+    pub lb: Option<String>,
+    /// The name the LB's certificate carries.
+    #[arg(long, default_value = "localhost")]
+    pub server_name: String,
+    /// The CA bundle that verifies the LB (default: <certs>/ca_crt.pem).
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// A backend straight over plain HTTP, as host:port (a baseline).
+    #[arg(long)]
+    pub direct: Option<String>,
+    /// With --direct: send the X-Client-* headers an LB would set.
+    #[arg(long)]
+    pub identity_headers: bool,
+}
+
+/// Which simulated agents take part.
+#[derive(Debug, Args)]
+pub struct SimAgents {
+    /// Directory of `crossbar sim certs`.
+    #[arg(long)]
+    pub certs: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    pub agents: usize,
+    #[arg(long, default_value = "agent")]
+    pub prefix: String,
+    /// Allow TLS session resumption (off: every connection is a full handshake).
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, default_value = "30s")]
+    pub duration: String,
+}
+
+/// Where the report goes besides stdout.
+#[derive(Debug, Args)]
+pub struct SimOutput {
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// A live progress line on stderr.
+    #[arg(long)]
+    pub progress: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@ mod cli;
 mod client;
 mod config;
 mod serve;
+mod sim_cmd;
 
 use std::process::ExitCode;
 
@@ -19,6 +20,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -53,6 +55,25 @@ async fn run(command: cli::Command) -> anyhow::Result<u8> {
             init_logging("warn");
             ca_cmd::run(command).await
         }
+        cli::Command::Sim(command) => {
+            init_logging("warn");
+            sim_cmd::run(command).await
+        }
+        cli::Command::StubCompiler { listen, catalog_delay, other_delay, catalog_kib } => {
+            init_logging("warn");
+            sim_cmd::stub(listen, &catalog_delay, &other_delay, catalog_kib).await
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: an LB holding 10,000 agents, or a
+/// simulator being them, needs more than the usual 1,024 (nginx's `worker_rlimit_nofile`).
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
     }
 }
 

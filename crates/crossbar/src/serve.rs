@@ -196,6 +196,18 @@ fn announce(role: &str, scheme: &str, addr: SocketAddr) {
     let _ = out.flush();
 }
 
+/// Resolves on SIGTERM or SIGINT.
+pub async fn stop_signal() {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
 async fn wait_for(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }

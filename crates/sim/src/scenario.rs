@@ -1,0 +1,321 @@
+//! The simulations: agent runs, fixed-request throughput, full TLS handshakes, idle
+//! connections held open, and a bootstrap storm. Each returns a [`Report`].
+
+use std::{
+    io::Write,
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::Method;
+use tokio::{sync::Semaphore, task::JoinSet, time::sleep_until};
+
+use crate::{
+    agent::{self, Kind, Step},
+    client::{self, Answer, Conn, Target},
+    identity::{Identity, NewAgent},
+    stats::{Report, Stats},
+};
+
+/// What every scenario shares.
+#[derive(Clone)]
+pub struct Common {
+    pub target: Target,
+    pub duration: Duration,
+    /// A live progress line on stderr.
+    pub progress: bool,
+}
+
+/// When simulated agents run.
+#[derive(Debug, Clone, Copy)]
+pub enum Schedule {
+    /// Each agent starts its next run as soon as the last one ends.
+    BackToBack,
+    /// Every `every`; with `splay`, each agent's first run is at a random point of the first
+    /// interval (Puppet's `splay`), else all start at once.
+    Interval { every: Duration, splay: bool },
+}
+
+/// Most times one request follows `Retry-After` before it counts as failed (Puppet: 100).
+const MAX_RETRIES: u32 = 100;
+
+/// Agents doing Puppet runs: one connection per run (a full TLS handshake), the run's requests
+/// on it, closed at the end, as a Puppet 7 agent does.
+pub async fn runs(common: Common, agents: Vec<Identity>, schedule: Schedule) -> Report {
+    let stats = Arc::new(Stats::new());
+    let deadline = tokio::time::Instant::now() + common.duration;
+    let progress = progress(&stats, common.progress);
+    let mut tasks = JoinSet::new();
+    let agent_count = agents.len();
+    for agent in agents {
+        let (stats, target) = (stats.clone(), common.target.clone());
+        tasks.spawn(async move { agent_loop(&stats, &target, &agent, schedule, deadline).await });
+    }
+    while tasks.join_next().await.is_some() {}
+    progress.abort();
+    stats.report("runs", serde_json::json!({ "agents": agent_count, "schedule": format!("{schedule:?}"), "duration_s": common.duration.as_secs_f64() }))
+}
+
+async fn agent_loop(stats: &Stats, target: &Target, agent: &Identity, schedule: Schedule, deadline: tokio::time::Instant) {
+    let report = agent::report_json(&agent.certname);
+    let mut next = tokio::time::Instant::now();
+    if let Schedule::Interval { every, splay: true } = schedule {
+        next += every.mul_f64(fastrand::f64());
+    }
+    let mut first = true;
+    loop {
+        if next >= deadline {
+            return;
+        }
+        sleep_until(next).await;
+        let started = tokio::time::Instant::now();
+        let facts = agent::catalog_form(&agent.certname);
+        let steps = agent::run(&agent.certname, first, &facts, &report);
+        let ok = one_run(stats, target, agent, &steps, deadline).await;
+        stats.runs.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            stats.runs_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        first = false;
+        next = match schedule {
+            Schedule::BackToBack => tokio::time::Instant::now(),
+            Schedule::Interval { every, .. } => started + every,
+        };
+    }
+}
+
+async fn one_run(stats: &Stats, target: &Target, agent: &Identity, steps: &[Step], deadline: tokio::time::Instant) -> bool {
+    let mut conn = match connect(stats, target, Some(&agent.config), &agent.certname).await {
+        Some(conn) => conn,
+        None => return false,
+    };
+    for step in steps {
+        if !send_with_retry(stats, &mut conn, step, deadline).await {
+            return false;
+        }
+    }
+    true
+}
+
+async fn connect(stats: &Stats, target: &Target, config: Option<&Arc<rustls::ClientConfig>>, certname: &str) -> Option<Conn> {
+    match client::connect(target, config, certname).await {
+        Ok((conn, took)) => {
+            if matches!(target, Target::Tls { .. }) {
+                stats.handshake(took);
+            }
+            Some(conn)
+        }
+        Err(e) => {
+            stats.failed(Kind::Status, &format!("connect: {}", first_words(&e.to_string())));
+            None
+        }
+    }
+}
+
+/// Sends a step, sleeping and resending on 503/429 with `Retry-After` as agents do. Returns
+/// whether it finally succeeded.
+async fn send_with_retry(stats: &Stats, conn: &mut Conn, step: &Step, deadline: tokio::time::Instant) -> bool {
+    for _ in 0..MAX_RETRIES {
+        let started = Instant::now();
+        match conn.send(step).await {
+            Ok(Answer { status, .. }) if status.is_success() => {
+                stats.ok(step.kind, started.elapsed());
+                return true;
+            }
+            Ok(Answer { status, retry_after: Some(seconds), .. }) if status.as_u16() == 503 || status.as_u16() == 429 => {
+                stats.failed(step.kind, &format!("status {} with Retry-After (retried)", status.as_u16()));
+                let wake = tokio::time::Instant::now() + Duration::from_secs(seconds);
+                if wake >= deadline {
+                    return false;
+                }
+                sleep_until(wake).await;
+            }
+            Ok(Answer { status, .. }) => {
+                stats.failed(step.kind, &format!("status {}", status.as_u16()));
+                return false;
+            }
+            Err(e) => {
+                stats.failed(step.kind, &first_words(&e.to_string()));
+                return false;
+            }
+        }
+    }
+    false
+}
+
+/// `connections` kept-alive connections each sending `step` back to back.
+pub async fn throughput(common: Common, agents: Vec<Identity>, connections: usize, step: Step) -> Report {
+    let stats = Arc::new(Stats::new());
+    let deadline = tokio::time::Instant::now() + common.duration;
+    let progress = progress(&stats, common.progress);
+    let agents = Arc::new(agents);
+    let mut tasks = JoinSet::new();
+    for i in 0..connections {
+        let (stats, target, agents, step) = (stats.clone(), common.target.clone(), agents.clone(), step.clone());
+        tasks.spawn(async move {
+            let identity = agents.get(i % agents.len().max(1));
+            let config = identity.map(|a| &a.config);
+            let certname = identity.map_or("anonymous", |a| a.certname.as_str());
+            while tokio::time::Instant::now() < deadline {
+                let Some(mut conn) = connect(&stats, &target, config, certname).await else { continue };
+                while tokio::time::Instant::now() < deadline {
+                    let started = Instant::now();
+                    match conn.send(&step).await {
+                        Ok(answer) if answer.status.is_success() => stats.ok(step.kind, started.elapsed()),
+                        Ok(answer) => stats.failed(step.kind, &format!("status {}", answer.status.as_u16())),
+                        Err(e) => {
+                            stats.failed(step.kind, &first_words(&e.to_string()));
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    progress.abort();
+    stats.report("throughput", serde_json::json!({ "connections": connections, "path": step.path, "duration_s": common.duration.as_secs_f64() }))
+}
+
+/// `concurrency` loops of: new connection, full TLS handshake with a client certificate, one
+/// small request, close.
+pub async fn handshakes(common: Common, agents: Vec<Identity>, concurrency: usize, path: &str) -> Report {
+    let stats = Arc::new(Stats::new());
+    let deadline = tokio::time::Instant::now() + common.duration;
+    let progress = progress(&stats, common.progress);
+    let agents = Arc::new(agents);
+    let step = Step { kind: Kind::Status, method: Method::GET, path: path.to_owned(), content_type: None, body: Bytes::new() };
+    let mut tasks = JoinSet::new();
+    for worker in 0..concurrency {
+        let (stats, target, agents, step) = (stats.clone(), common.target.clone(), agents.clone(), step.clone());
+        tasks.spawn(async move {
+            let mut i = worker;
+            while tokio::time::Instant::now() < deadline {
+                let agent = agents.get(i % agents.len().max(1));
+                i += concurrency;
+                let Some(mut conn) = connect(&stats, &target, agent.map(|a| &a.config), agent.map_or("anonymous", |a| a.certname.as_str())).await else { continue };
+                let started = Instant::now();
+                match conn.send(&step).await {
+                    Ok(answer) if answer.status.is_success() => stats.ok(Kind::Status, started.elapsed()),
+                    Ok(answer) => stats.failed(Kind::Status, &format!("status {}", answer.status.as_u16())),
+                    Err(e) => stats.failed(Kind::Status, &first_words(&e.to_string())),
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    progress.abort();
+    stats.report("handshakes", serde_json::json!({ "concurrency": concurrency, "path": path, "duration_s": common.duration.as_secs_f64() }))
+}
+
+/// Every agent connects and sends one request, then keeps its connection idle until `duration`
+/// ends. Prints `holding N connections` on stdout once all are open (what a memory measurement
+/// waits for).
+pub async fn hold(common: Common, agents: Vec<Identity>, path: &str) -> Report {
+    let stats = Arc::new(Stats::new());
+    let progress = progress(&stats, common.progress);
+    let step = Step { kind: Kind::Status, method: Method::GET, path: path.to_owned(), content_type: None, body: Bytes::new() };
+    // Open connections a few hundred at a time, so the listen backlog is not overrun.
+    let opening = Arc::new(Semaphore::new(256));
+    let mut tasks = JoinSet::new();
+    let count = agents.len();
+    for agent in agents {
+        let (stats, target, step, opening) = (stats.clone(), common.target.clone(), step.clone(), opening.clone());
+        tasks.spawn(async move {
+            let permit = opening.acquire_owned().await.ok()?;
+            let mut conn = connect(&stats, &target, Some(&agent.config), &agent.certname).await?;
+            let started = Instant::now();
+            let answer = conn.send(&step).await;
+            drop(permit);
+            match answer {
+                Ok(a) if a.status.is_success() => stats.ok(Kind::Status, started.elapsed()),
+                Ok(a) => stats.failed(Kind::Status, &format!("status {}", a.status.as_u16())),
+                Err(e) => stats.failed(Kind::Status, &first_words(&e.to_string())),
+            }
+            Some(conn)
+        });
+    }
+    let mut held = Vec::with_capacity(count);
+    while let Some(result) = tasks.join_next().await {
+        if let Ok(Some(conn)) = result {
+            held.push(conn);
+        }
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "holding {} connections", held.len());
+        let _ = out.flush();
+    }
+    tokio::time::sleep(common.duration).await;
+    progress.abort();
+    let report = stats.report("hold", serde_json::json!({ "agents": count, "held": held.len(), "held_for_s": common.duration.as_secs_f64() }));
+    drop(held);
+    report
+}
+
+/// New agents from CSR to signed certificate through the target, `concurrency` at a time: an
+/// anonymous TLS connection (the server verified), `PUT certificate_request`, `GET
+/// certificate`. Keys and CSRs were made before the clock started.
+pub async fn bootstrap(common: Common, agents: Vec<NewAgent>, concurrency: usize) -> Report {
+    let stats = Arc::new(Stats::new());
+    let deadline = tokio::time::Instant::now() + common.duration;
+    let progress = progress(&stats, common.progress);
+    let count = agents.len();
+    let queue = Arc::new(std::sync::Mutex::new(agents.into_iter()));
+    let mut tasks = JoinSet::new();
+    for _ in 0..concurrency {
+        let (stats, target, queue) = (stats.clone(), common.target.clone(), queue.clone());
+        tasks.spawn(async move {
+            loop {
+                let Some(agent) = queue.lock().ok().and_then(|mut q| q.next()) else { return };
+                let ok = bootstrap_one(&stats, &target, &agent, deadline).await;
+                stats.runs.fetch_add(1, Ordering::Relaxed);
+                if !ok {
+                    stats.runs_failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    progress.abort();
+    stats.report("bootstrap", serde_json::json!({ "agents": count, "concurrency": concurrency }))
+}
+
+async fn bootstrap_one(stats: &Stats, target: &Target, agent: &NewAgent, deadline: tokio::time::Instant) -> bool {
+    let Some(mut conn) = connect(stats, target, None, &agent.certname).await else { return false };
+    let put = Step {
+        kind: Kind::Csr,
+        method: Method::PUT,
+        path: format!("/puppet-ca/v1/certificate_request/{}", agent.certname),
+        content_type: Some("text/plain"),
+        body: agent.csr_pem.clone(),
+    };
+    if !send_with_retry(stats, &mut conn, &put, deadline).await {
+        return false;
+    }
+    let get = Step { kind: Kind::Cert, method: Method::GET, path: format!("/puppet-ca/v1/certificate/{}", agent.certname), content_type: None, body: Bytes::new() };
+    send_with_retry(stats, &mut conn, &get, deadline).await
+}
+
+fn progress(stats: &Arc<Stats>, enabled: bool) -> tokio::task::JoinHandle<()> {
+    let stats = stats.clone();
+    tokio::spawn(async move {
+        if !enabled {
+            return;
+        }
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r{}   ", stats.progress_line());
+            let _ = err.flush();
+        }
+    })
+}
+
+/// The first words of an error, so that errors group by kind in the report.
+fn first_words(text: &str) -> String {
+    text.split(" (").next().unwrap_or(text).chars().take(80).collect()
+}
