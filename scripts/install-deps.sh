@@ -35,7 +35,7 @@ if [ ! -e "$policy" ]; then
   $sudo chmod +x "$policy"
   created_policy=1
 fi
-cleanup() { [ -n "$created_policy" ] && $sudo rm -f "$policy"; }
+cleanup() { if [ -n "$created_policy" ]; then $sudo rm -f "$policy"; fi; }
 trap cleanup EXIT
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
