@@ -89,7 +89,10 @@ pub enum SimCommand {
         agents: SimAgents,
         #[arg(long, default_value_t = 16)]
         connections: usize,
-        #[arg(long, default_value = "/puppet/v3/file_metadatas/plugins?recurse=false&environment=production")]
+        #[arg(
+            long,
+            default_value = "/puppet/v3/file_metadatas/plugins?recurse=false&environment=production"
+        )]
         path: String,
         #[command(flatten)]
         output: SimOutput,

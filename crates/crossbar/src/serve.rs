@@ -198,7 +198,9 @@ fn announce(role: &str, scheme: &str, addr: SocketAddr) {
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn stop_signal() {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::error!("cannot install signal handlers");
         return;
     };

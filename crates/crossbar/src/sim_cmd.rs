@@ -17,7 +17,10 @@ pub async fn run(command: SimCommand) -> anyhow::Result<u8> {
     match command {
         SimCommand::Certs { cadir, out, agents, key, prefix, threads } => {
             let key = key.parse().with_context(|| format!("--key {key:?}"))?;
-            let issued = tokio::task::spawn_blocking(move || identity::issue(&cadir, &out, &prefix, agents, key, threads)).await??;
+            let issued = tokio::task::spawn_blocking(move || {
+                identity::issue(&cadir, &out, &prefix, agents, key, threads)
+            })
+            .await??;
             println!("issued {issued} agent certificates");
             Ok(0)
         }
@@ -31,7 +34,13 @@ pub async fn run(command: SimCommand) -> anyhow::Result<u8> {
         }
         SimCommand::Throughput { target, agents, connections, path, output } => {
             let (common, identities) = prepare(&target, &agents, output.progress)?;
-            let step = sim::agent::Step { kind: sim::agent::Kind::Fixed, method: http::Method::GET, path, content_type: None, body: bytes::Bytes::new() };
+            let step = sim::agent::Step {
+                kind: sim::agent::Kind::Fixed,
+                method: http::Method::GET,
+                path,
+                content_type: None,
+                body: bytes::Bytes::new(),
+            };
             finish(&scenario::throughput(common, identities, connections, step).await, &output)
         }
         SimCommand::Handshakes { target, agents, concurrency, path, output } => {
@@ -42,34 +51,75 @@ pub async fn run(command: SimCommand) -> anyhow::Result<u8> {
             let (common, identities) = prepare(&target, &agents, output.progress)?;
             finish(&scenario::hold(common, identities, &path).await, &output)
         }
-        SimCommand::Bootstrap { target, agents, concurrency, key, prefix, duration: limit, output } => {
+        SimCommand::Bootstrap {
+            target,
+            agents,
+            concurrency,
+            key,
+            prefix,
+            duration: limit,
+            output,
+        } => {
             let key = key.parse().with_context(|| format!("--key {key:?}"))?;
-            let common = Common { target: target_of(&target, None)?, duration: duration("--duration", &limit)?, progress: output.progress };
+            let common = Common {
+                target: target_of(&target, None)?,
+                duration: duration("--duration", &limit)?,
+                progress: output.progress,
+            };
             eprintln!("making {agents} keys and CSRs before the clock starts…");
-            let new = tokio::task::spawn_blocking(move || identity::new_agents(&prefix, agents, key, 2)).await??;
+            let new =
+                tokio::task::spawn_blocking(move || identity::new_agents(&prefix, agents, key, 2))
+                    .await??;
             finish(&scenario::bootstrap(common, new, concurrency).await, &output)
         }
-        SimCommand::Ceiling { key, threads, duration: span, tls_cert, tls_key, ca, crl, client_cert, client_key, server_name, json } => {
+        SimCommand::Ceiling {
+            key,
+            threads,
+            duration: span,
+            tls_cert,
+            tls_key,
+            ca,
+            crl,
+            client_cert,
+            client_key,
+            server_name,
+            json,
+        } => {
             let key = key.parse().with_context(|| format!("--key {key:?}"))?;
             let span = duration("--duration", &span)?;
-            let mut rates = tokio::task::spawn_blocking(move || sim::ceiling::signatures(key, threads, span)).await?.map_err(|e| anyhow!(e))?;
-            if let (Some(cert), Some(key), Some(ca), Some(client_cert), Some(client_key)) = (tls_cert, tls_key, ca, client_cert, client_key) {
+            let mut rates =
+                tokio::task::spawn_blocking(move || sim::ceiling::signatures(key, threads, span))
+                    .await?
+                    .map_err(|e| anyhow!(e))?;
+            if let (Some(cert), Some(key), Some(ca), Some(client_cert), Some(client_key)) =
+                (tls_cert, tls_key, ca, client_cert, client_key)
+            {
                 let material = sim::ceiling::HandshakeMaterial {
                     server_chain: certs(&cert)?,
                     server_key: private_key(&key)?,
                     ca_bundle: certs(&ca)?,
-                    crls: match &crl { Some(path) => crls(path)?, None => Vec::new() },
+                    crls: match &crl {
+                        Some(path) => crls(path)?,
+                        None => Vec::new(),
+                    },
                     client_chain: certs(&client_cert)?,
                     client_key: private_key(&client_key)?,
                     server_name,
                 };
-                rates.push(tokio::task::spawn_blocking(move || sim::ceiling::handshakes(material, threads, span)).await?.map_err(|e| anyhow!(e))?);
+                rates.push(
+                    tokio::task::spawn_blocking(move || {
+                        sim::ceiling::handshakes(material, threads, span)
+                    })
+                    .await?
+                    .map_err(|e| anyhow!(e))?,
+                );
             }
             for rate in &rates {
                 println!("{:>12.1}/s  {} ({} threads)", rate.per_second, rate.what, rate.threads);
             }
             if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&rates)?).with_context(|| format!("--json {}", path.display()))?;
+                std::fs::write(&path, serde_json::to_string_pretty(&rates)?)
+                    .with_context(|| format!("--json {}", path.display()))?;
             }
             Ok(0)
         }
@@ -77,13 +127,20 @@ pub async fn run(command: SimCommand) -> anyhow::Result<u8> {
 }
 
 /// `crossbar stub-compiler`: serves until SIGTERM/SIGINT.
-pub async fn stub(listen: SocketAddr, catalog_delay: &str, other_delay: &str, catalog_kib: usize) -> anyhow::Result<u8> {
+pub async fn stub(
+    listen: SocketAddr,
+    catalog_delay: &str,
+    other_delay: &str,
+    catalog_kib: usize,
+) -> anyhow::Result<u8> {
     let settings = sim::stub::StubSettings {
         catalog_delay: duration("--catalog-delay", catalog_delay)?,
         other_delay: duration("--other-delay", other_delay)?,
         catalog_bytes: catalog_kib * 1024,
     };
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("--listen {listen}: cannot bind"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("--listen {listen}: cannot bind"))?;
     println!("stub compiler (a test double) listening on http://{}", listener.local_addr()?);
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -91,16 +148,28 @@ pub async fn stub(listen: SocketAddr, catalog_delay: &str, other_delay: &str, ca
     Ok(0)
 }
 
-fn prepare(target: &SimTarget, agents: &SimAgents, progress: bool) -> anyhow::Result<(Common, Vec<identity::Identity>)> {
-    let common = Common { target: target_of(target, agents.certs.as_deref())?, duration: duration("--duration", &agents.duration)?, progress };
+fn prepare(
+    target: &SimTarget,
+    agents: &SimAgents,
+    progress: bool,
+) -> anyhow::Result<(Common, Vec<identity::Identity>)> {
+    let common = Common {
+        target: target_of(target, agents.certs.as_deref())?,
+        duration: duration("--duration", &agents.duration)?,
+        progress,
+    };
     let identities = match (&agents.certs, &common.target) {
-        (Some(dir), Target::Tls { roots, .. }) => identity::load(dir, &agents.prefix, agents.agents, roots, agents.resume)?,
+        (Some(dir), Target::Tls { roots, .. }) => {
+            identity::load(dir, &agents.prefix, agents.agents, roots, agents.resume)?
+        }
         (Some(dir), Target::Plain { .. }) => {
             let roots = client::roots(&dir.join("ca_crt.pem"))?;
             identity::load(dir, &agents.prefix, agents.agents, &roots, agents.resume)?
         }
         (None, Target::Plain { .. }) => Vec::new(),
-        (None, Target::Tls { .. }) => bail!("--lb needs --certs (agent identities from `crossbar sim certs`)"),
+        (None, Target::Tls { .. }) => {
+            bail!("--lb needs --certs (agent identities from `crossbar sim certs`)")
+        }
     };
     Ok((common, identities))
 }
@@ -114,17 +183,24 @@ fn target_of(target: &SimTarget, certs: Option<&Path>) -> anyhow::Result<Target>
                 (None, None) => bail!("--lb needs --cacert (or --certs with a ca_crt.pem)"),
             };
             let roots = client::roots(&bundle)?;
-            let server_name = ServerName::try_from(target.server_name.clone()).map_err(|e| anyhow!("--server-name: {e}"))?;
+            let server_name = ServerName::try_from(target.server_name.clone())
+                .map_err(|e| anyhow!("--server-name: {e}"))?;
             Ok(Target::Tls { addr: address("--lb", lb)?, server_name, roots })
         }
-        (None, Some(direct)) => Ok(Target::Plain { addr: address("--direct", direct)?, identity_headers: target.identity_headers }),
+        (None, Some(direct)) => Ok(Target::Plain {
+            addr: address("--direct", direct)?,
+            identity_headers: target.identity_headers,
+        }),
         _ => bail!("give --lb HOST:PORT or --direct HOST:PORT"),
     }
 }
 
 fn address(flag: &str, text: &str) -> anyhow::Result<SocketAddr> {
     use std::net::ToSocketAddrs;
-    text.to_socket_addrs().with_context(|| format!("{flag} {text:?}"))?.next().ok_or_else(|| anyhow!("{flag} {text:?}: no address"))
+    text.to_socket_addrs()
+        .with_context(|| format!("{flag} {text:?}"))?
+        .next()
+        .ok_or_else(|| anyhow!("{flag} {text:?}: no address"))
 }
 
 fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
@@ -138,7 +214,8 @@ fn finish(report: &Report, output: &SimOutput) -> anyhow::Result<u8> {
     let markdown = report.to_markdown();
     println!("{markdown}");
     if let Some(path) = &output.json {
-        std::fs::write(path, serde_json::to_string_pretty(report)?).with_context(|| format!("--json {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(report)?)
+            .with_context(|| format!("--json {}", path.display()))?;
     }
     if let Some(path) = &output.markdown {
         std::fs::write(path, markdown).with_context(|| format!("--markdown {}", path.display()))?;
@@ -148,17 +225,28 @@ fn finish(report: &Report, output: &SimOutput) -> anyhow::Result<u8> {
 
 fn certs(path: &Path) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
     let pem = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-    Ok(pki::pemfile::blocks(&pem, "CERTIFICATE").with_context(|| format!("{}", path.display()))?.into_iter().map(Into::into).collect())
+    Ok(pki::pemfile::blocks(&pem, "CERTIFICATE")
+        .with_context(|| format!("{}", path.display()))?
+        .into_iter()
+        .map(Into::into)
+        .collect())
 }
 
-fn crls(path: &Path) -> anyhow::Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>> {
+fn crls(
+    path: &Path,
+) -> anyhow::Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>> {
     let pem = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-    Ok(pki::pemfile::blocks(&pem, "X509 CRL").with_context(|| format!("{}", path.display()))?.into_iter().map(Into::into).collect())
+    Ok(pki::pemfile::blocks(&pem, "X509 CRL")
+        .with_context(|| format!("{}", path.display()))?
+        .into_iter()
+        .map(Into::into)
+        .collect())
 }
 
 fn private_key(path: &Path) -> anyhow::Result<rustls::pki_types::PrivateKeyDer<'static>> {
     let pem = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-    let der = pki::pemfile::single_block(&pem, &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"]).with_context(|| format!("{}", path.display()))?;
+    let der =
+        pki::pemfile::single_block(&pem, &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"])
+            .with_context(|| format!("{}", path.display()))?;
     rustls::pki_types::PrivateKeyDer::try_from(der).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
-

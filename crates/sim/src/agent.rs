@@ -20,7 +20,18 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [Kind::Node, Kind::FileMetadatas, Kind::Catalog, Kind::Report, Kind::CaCert, Kind::Crl, Kind::Csr, Kind::Cert, Kind::Status, Kind::Fixed];
+    pub const ALL: [Kind; 10] = [
+        Kind::Node,
+        Kind::FileMetadatas,
+        Kind::Catalog,
+        Kind::Report,
+        Kind::CaCert,
+        Kind::Crl,
+        Kind::Csr,
+        Kind::Cert,
+        Kind::Status,
+        Kind::Fixed,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -53,7 +64,8 @@ pub const PUPPET_VERSION: &str = "7.23.0";
 pub const USER_AGENT: &str = "Puppet/7.23.0 Ruby/3.1.2-p20 (x86_64-linux-gnu)";
 
 const ENV: &str = "production";
-const PLUGINS_SHALLOW: &str = "recurse=false&links=manage&checksum_type=sha256&source_permissions=ignore";
+const PLUGINS_SHALLOW: &str =
+    "recurse=false&links=manage&checksum_type=sha256&source_permissions=ignore";
 const DEEP: &str = "recurse=true&max_files=-1&ignore=.svn&ignore=CVS&ignore=.git&ignore=.hg&links=follow&checksum_type=sha256";
 
 /// The requests of one run of agent `certname`: `node` only on a first run (later runs take
@@ -65,9 +77,22 @@ pub fn run(certname: &str, first: bool, facts: &Bytes, report: &Bytes) -> Vec<St
     if first {
         steps.push(get(Kind::Node, format!("/puppet/v3/node/{certname}?environment={ENV}&configured_environment={ENV}&transaction_uuid={uuid:016x}")));
     }
-    steps.push(get(Kind::FileMetadatas, format!("/puppet/v3/file_metadatas/plugins?{PLUGINS_SHALLOW}&environment={ENV}")));
-    steps.push(get(Kind::FileMetadatas, format!("/puppet/v3/file_metadatas/pluginfacts?{DEEP}&source_permissions=use&environment={ENV}")));
-    steps.push(get(Kind::FileMetadatas, format!("/puppet/v3/file_metadatas/plugins?{DEEP}&source_permissions=ignore&environment={ENV}")));
+    steps.push(get(
+        Kind::FileMetadatas,
+        format!("/puppet/v3/file_metadatas/plugins?{PLUGINS_SHALLOW}&environment={ENV}"),
+    ));
+    steps.push(get(
+        Kind::FileMetadatas,
+        format!(
+            "/puppet/v3/file_metadatas/pluginfacts?{DEEP}&source_permissions=use&environment={ENV}"
+        ),
+    ));
+    steps.push(get(
+        Kind::FileMetadatas,
+        format!(
+            "/puppet/v3/file_metadatas/plugins?{DEEP}&source_permissions=ignore&environment={ENV}"
+        ),
+    ));
     steps.push(get(Kind::FileMetadatas, format!("/puppet/v3/file_metadatas/locales?{DEEP}&ignore=*.pot&ignore=config.yaml&source_permissions=ignore&environment={ENV}")));
     steps.push(Step {
         kind: Kind::Catalog,
@@ -110,7 +135,10 @@ fn facts_json(certname: &str) -> String {
     values.insert("os".into(), serde_json::json!({"family": "Debian", "name": "Debian", "release": {"full": "12.8", "major": "12"}}));
     values.insert("puppetversion".into(), PUPPET_VERSION.into());
     for i in 0..200 {
-        values.insert(format!("fact_{i:03}"), format!("value {i} of a simulated node, padding to a realistic size").into());
+        values.insert(
+            format!("fact_{i:03}"),
+            format!("value {i} of a simulated node, padding to a realistic size").into(),
+        );
     }
     serde_json::json!({ "name": certname, "values": values, "timestamp": "2026-11-25T12:00:00.000000000+00:00", "expiration": "2026-11-25T12:30:00.000000000+00:00" }).to_string()
 }
@@ -134,7 +162,9 @@ fn form_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 3 / 2);
     for byte in text.bytes() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(byte as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(byte as char)
+            }
             b' ' => out.push('+'),
             other => out.push_str(&format!("%{other:02X}")),
         }
@@ -150,11 +180,25 @@ mod tests {
     fn a_run_follows_the_agents_order() {
         let facts = catalog_form("a.example.com");
         let report = report_json("a.example.com");
-        let first: Vec<Kind> = run("a.example.com", true, &facts, &report).iter().map(|s| s.kind).collect();
-        assert_eq!(first, [Kind::Node, Kind::FileMetadatas, Kind::FileMetadatas, Kind::FileMetadatas, Kind::FileMetadatas, Kind::Catalog, Kind::Report]);
+        let first: Vec<Kind> =
+            run("a.example.com", true, &facts, &report).iter().map(|s| s.kind).collect();
+        assert_eq!(
+            first,
+            [
+                Kind::Node,
+                Kind::FileMetadatas,
+                Kind::FileMetadatas,
+                Kind::FileMetadatas,
+                Kind::FileMetadatas,
+                Kind::Catalog,
+                Kind::Report
+            ]
+        );
         let later = run("a.example.com", false, &facts, &report);
         assert_eq!(later.len(), 6);
-        assert!(later[4].path.starts_with("/puppet/v3/catalog/a.example.com?environment=production"));
+        assert!(later[4]
+            .path
+            .starts_with("/puppet/v3/catalog/a.example.com?environment=production"));
         assert_eq!(later[4].method, Method::POST);
     }
 
@@ -164,6 +208,7 @@ mod tests {
         let report = report_json("a.example.com");
         assert!((15_000..40_000).contains(&facts.len()), "facts form {} bytes", facts.len());
         assert!((15_000..60_000).contains(&report.len()), "report {} bytes", report.len());
-        assert!(std::str::from_utf8(&facts).is_ok_and(|f| f.starts_with("facts_format=application%2Fjson&facts=%7B")));
+        assert!(std::str::from_utf8(&facts)
+            .is_ok_and(|f| f.starts_with("facts_format=application%2Fjson&facts=%7B")));
     }
 }

@@ -42,18 +42,32 @@ fn measure(what: &str, threads: usize, duration: Duration, op: impl Fn() -> bool
         std::thread::sleep(duration);
         stop.store(true, Ordering::Relaxed);
     });
-    Rate { what: what.to_owned(), threads, per_second: done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64() }
+    Rate {
+        what: what.to_owned(),
+        threads,
+        per_second: done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+    }
 }
 
 /// Signatures per second with a fresh key of `key`, and certificates issued per second by a CA
 /// with such a key (signature + encoding: what a CA does per CSR).
-pub fn signatures(key: pki::KeyAlgorithm, threads: usize, duration: Duration) -> Result<Vec<Rate>, String> {
+pub fn signatures(
+    key: pki::KeyAlgorithm,
+    threads: usize,
+    duration: Duration,
+) -> Result<Vec<Rate>, String> {
     let key_pair = key.generate().map_err(|e| e.to_string())?;
     let message = [7u8; 512];
     let sign = || rcgen::SigningKey::sign(&key_pair, &message).is_ok();
     let raw = measure(&format!("{key} signatures"), threads, duration, sign);
     let ca_key = key.generate().map_err(|e| e.to_string())?;
-    let ca_der = pki::issue::self_signed_ca("ceiling.example.com", &ca_key, time::OffsetDateTime::now_utc(), pki::issue::DEFAULT_CA_TTL).map_err(|e| e.to_string())?;
+    let ca_der = pki::issue::self_signed_ca(
+        "ceiling.example.com",
+        &ca_key,
+        time::OffsetDateTime::now_utc(),
+        pki::issue::DEFAULT_CA_TTL,
+    )
+    .map_err(|e| e.to_string())?;
     let signer = pki::CaSigner::new(ca_der, ca_key).map_err(|e| e.to_string())?;
     let agent_key = pki::KeyAlgorithm::EcP256.generate().map_err(|e| e.to_string())?;
     let request = pki::CertRequest {
@@ -63,7 +77,8 @@ pub fn signatures(key: pki::KeyAlgorithm, threads: usize, duration: Duration) ->
         extensions: Vec::new(),
         cli_auth: false,
     };
-    let validity = pki::Validity::puppet(time::OffsetDateTime::now_utc(), pki::issue::DEFAULT_CERT_TTL);
+    let validity =
+        pki::Validity::puppet(time::OffsetDateTime::now_utc(), pki::issue::DEFAULT_CERT_TTL);
     let issue = || signer.issue(&request, pki::Serial::new(2), validity).is_ok();
     let issued = measure(&format!("certificates issued by a {key} CA"), threads, duration, issue);
     Ok(vec![raw, issued])
@@ -83,14 +98,22 @@ pub struct HandshakeMaterial {
 /// Full TLS 1.3 handshakes per second, server and client in memory, the server configured as
 /// crossbar's LB (aws-lc-rs, optional client certificate verified against the bundle and CRLs)
 /// and the client presenting a certificate, no resumption.
-pub fn handshakes(material: HandshakeMaterial, threads: usize, duration: Duration) -> Result<Rate, String> {
+pub fn handshakes(
+    material: HandshakeMaterial,
+    threads: usize,
+    duration: Duration,
+) -> Result<Rate, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = RootCertStore::empty();
     for cert in &material.ca_bundle {
         roots.add(cert.clone()).map_err(|e| e.to_string())?;
     }
     let roots = Arc::new(roots);
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone()).with_crls(material.crls).allow_unauthenticated().build().map_err(|e| e.to_string())?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .with_crls(material.crls)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| e.to_string())?;
     let server = Arc::new(
         ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -107,7 +130,8 @@ pub fn handshakes(material: HandshakeMaterial, threads: usize, duration: Duratio
         .map_err(|e| e.to_string())?;
     client.resumption = rustls::client::Resumption::disabled();
     let client = Arc::new(client);
-    let name = rustls::pki_types::ServerName::try_from(material.server_name).map_err(|e| e.to_string())?;
+    let name =
+        rustls::pki_types::ServerName::try_from(material.server_name).map_err(|e| e.to_string())?;
     let one = || handshake_once(&server, &client, &name);
     if !one() {
         return Err("an in-memory handshake failed: check the certificates".into());
@@ -115,21 +139,36 @@ pub fn handshakes(material: HandshakeMaterial, threads: usize, duration: Duratio
     Ok(measure("full TLS handshakes in memory (both sides)", threads, duration, one))
 }
 
-fn handshake_once(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>, name: &rustls::pki_types::ServerName<'static>) -> bool {
-    let (Ok(mut s), Ok(mut c)) = (ServerConnection::new(server.clone()), ClientConnection::new(client.clone(), name.clone())) else { return false };
+fn handshake_once(
+    server: &Arc<ServerConfig>,
+    client: &Arc<ClientConfig>,
+    name: &rustls::pki_types::ServerName<'static>,
+) -> bool {
+    let (Ok(mut s), Ok(mut c)) = (
+        ServerConnection::new(server.clone()),
+        ClientConnection::new(client.clone(), name.clone()),
+    ) else {
+        return false;
+    };
     let mut buffer = Vec::with_capacity(16 * 1024);
     for _ in 0..20 {
         if !s.is_handshaking() && !c.is_handshaking() {
             return true;
         }
-        if transfer(&mut c, &mut s, &mut buffer).is_err() || transfer(&mut s, &mut c, &mut buffer).is_err() {
+        if transfer(&mut c, &mut s, &mut buffer).is_err()
+            || transfer(&mut s, &mut c, &mut buffer).is_err()
+        {
             return false;
         }
     }
     false
 }
 
-fn transfer(from: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl rustls::SideData>>, to: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl rustls::SideData>>, buffer: &mut Vec<u8>) -> Result<(), ()> {
+fn transfer(
+    from: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl rustls::SideData>>,
+    to: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl rustls::SideData>>,
+    buffer: &mut Vec<u8>,
+) -> Result<(), ()> {
     buffer.clear();
     while from.wants_write() {
         from.write_tls(buffer).map_err(|_| ())?;

@@ -51,14 +51,20 @@ pub enum ClientError {
 /// A client TLS configuration: the CA bundle, and the agent's certificate when it has one.
 /// Session resumption is off unless asked for: every connection is a full handshake, as an agent
 /// run makes.
-pub fn tls_config(roots: Arc<RootCertStore>, identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, resume: bool) -> Result<Arc<ClientConfig>, ClientError> {
+pub fn tls_config(
+    roots: Arc<RootCertStore>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    resume: bool,
+) -> Result<Arc<ClientConfig>, ClientError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ClientError::Read("TLS versions".into(), e.to_string()))?
         .with_root_certificates(roots);
     let mut config = match identity {
-        Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| ClientError::Read("client certificate".into(), e.to_string()))?,
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| ClientError::Read("client certificate".into(), e.to_string()))?,
         None => builder.with_no_client_auth(),
     };
     if !resume {
@@ -87,7 +93,11 @@ pub struct Conn {
 
 /// Opens a connection as `certname` (TLS: with `config`); returns it and the time the TCP and
 /// TLS handshakes took.
-pub async fn connect(target: &Target, config: Option<&Arc<ClientConfig>>, certname: &str) -> Result<(Conn, Duration), ClientError> {
+pub async fn connect(
+    target: &Target,
+    config: Option<&Arc<ClientConfig>>,
+    certname: &str,
+) -> Result<(Conn, Duration), ClientError> {
     let started = Instant::now();
     match target {
         Target::Tls { addr, server_name, roots } => {
@@ -97,21 +107,34 @@ pub async fn connect(target: &Target, config: Option<&Arc<ClientConfig>>, certna
                 Some(config) => config.clone(),
                 None => tls_config(roots.clone(), None, false)?,
             };
-            let tls = TlsConnector::from(config).connect(server_name.clone(), tcp).await.map_err(ClientError::Tls)?;
+            let tls = TlsConnector::from(config)
+                .connect(server_name.clone(), tcp)
+                .await
+                .map_err(ClientError::Tls)?;
             let took = started.elapsed();
-            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
             tokio::spawn(connection);
-            let host = HeaderValue::from_str(&format!("{}:{}", server_name.to_str(), addr.port())).unwrap_or(HeaderValue::from_static("localhost"));
+            let host = HeaderValue::from_str(&format!("{}:{}", server_name.to_str(), addr.port()))
+                .unwrap_or(HeaderValue::from_static("localhost"));
             Ok((Conn { sender, host, identity: None }, took))
         }
         Target::Plain { addr, identity_headers } => {
             let tcp = TcpStream::connect(addr).await.map_err(ClientError::Connect)?;
             let _ = tcp.set_nodelay(true);
             let took = started.elapsed();
-            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
             tokio::spawn(connection);
-            let host = HeaderValue::from_str(&addr.to_string()).unwrap_or(HeaderValue::from_static("localhost"));
-            let identity = identity_headers.then(|| (HeaderValue::from_static("SUCCESS"), HeaderValue::from_str(&format!("CN={certname}")).unwrap_or(HeaderValue::from_static("CN=agent"))));
+            let host = HeaderValue::from_str(&addr.to_string())
+                .unwrap_or(HeaderValue::from_static("localhost"));
+            let identity = identity_headers.then(|| {
+                (
+                    HeaderValue::from_static("SUCCESS"),
+                    HeaderValue::from_str(&format!("CN={certname}"))
+                        .unwrap_or(HeaderValue::from_static("CN=agent")),
+                )
+            });
             Ok((Conn { sender, host, identity }, took))
         }
     }
@@ -140,11 +163,17 @@ impl Conn {
             request = request.header(header::CONTENT_TYPE, content_type);
         }
         if let Some((verify, dn)) = &self.identity {
-            request = request.header("x-client-verify", verify.clone()).header("x-client-dn", dn.clone());
+            request =
+                request.header("x-client-verify", verify.clone()).header("x-client-dn", dn.clone());
         }
-        let response = self.sender.send_request(request.body(Full::new(step.body.clone()))?).await?;
+        let response =
+            self.sender.send_request(request.body(Full::new(step.body.clone()))?).await?;
         let status = response.status();
-        let retry_after = response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let mut body = response.into_body();
         let mut bytes = 0;
         while let Some(frame) = body.frame().await {

@@ -40,12 +40,26 @@ pub fn certname(prefix: &str, index: usize) -> String {
 
 /// Issues `count` agent certificates from the CA in `cadir` into `out` (`<certname>.pem`,
 /// `<certname>.key`, and `ca_crt.pem`), on `threads` threads. Agents get `key` keys.
-pub fn issue(cadir: &Path, out: &Path, prefix: &str, count: usize, key: KeyAlgorithm, threads: usize) -> Result<usize, IdentityError> {
-    let io = |path: &Path| { let path = path.to_path_buf(); move |e| IdentityError::Io(path, e) };
+pub fn issue(
+    cadir: &Path,
+    out: &Path,
+    prefix: &str,
+    count: usize,
+    key: KeyAlgorithm,
+    threads: usize,
+) -> Result<usize, IdentityError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e| IdentityError::Io(path, e)
+    };
     std::fs::create_dir_all(out).map_err(io(out))?;
     let (store, _) = ca::fs::FsStore::open(cadir).map_err(ca::CaError::from)?;
     let service = ca::CaService::open(Arc::new(store), ca::CaSettings::default())?;
-    std::fs::write(out.join("ca_crt.pem"), service.store().ca_bundle().map_err(ca::CaError::from)?.bytes).map_err(io(out))?;
+    std::fs::write(
+        out.join("ca_crt.pem"),
+        service.store().ca_bundle().map_err(ca::CaError::from)?.bytes,
+    )
+    .map_err(io(out))?;
     let next = AtomicUsize::new(0);
     let issued = AtomicUsize::new(0);
     let result: Result<(), IdentityError> = std::thread::scope(|scope| {
@@ -58,8 +72,11 @@ pub fn issue(cadir: &Path, out: &Path, prefix: &str, count: usize, key: KeyAlgor
                             return Ok(());
                         }
                         let name = certname(prefix, i);
-                        let certname = Certname::parse(&name).map_err(|e| IdentityError::Invalid(out.to_path_buf(), e.to_string()))?;
-                        let (key_pem, cert) = service.generate(&certname, Vec::new(), false, key)?;
+                        let certname = Certname::parse(&name).map_err(|e| {
+                            IdentityError::Invalid(out.to_path_buf(), e.to_string())
+                        })?;
+                        let (key_pem, cert) =
+                            service.generate(&certname, Vec::new(), false, key)?;
                         let cert_path = out.join(format!("{name}.pem"));
                         std::fs::write(&cert_path, cert.pem).map_err(io(&cert_path))?;
                         let key_path = out.join(format!("{name}.key"));
@@ -69,7 +86,11 @@ pub fn issue(cadir: &Path, out: &Path, prefix: &str, count: usize, key: KeyAlgor
                 })
             })
             .collect();
-        workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|_| Err(IdentityError::Invalid(out.to_path_buf(), "an issuing thread panicked".into()))))
+        workers.into_iter().try_for_each(|w| {
+            w.join().unwrap_or_else(|_| {
+                Err(IdentityError::Invalid(out.to_path_buf(), "an issuing thread panicked".into()))
+            })
+        })
     });
     result?;
     Ok(issued.load(Ordering::Relaxed))
@@ -83,7 +104,13 @@ pub struct Identity {
 
 /// Loads the first `count` agents of `dir` (sorted by name), each with its own TLS
 /// configuration; `resume` allows session resumption.
-pub fn load(dir: &Path, prefix: &str, count: usize, roots: &Arc<RootCertStore>, resume: bool) -> Result<Vec<Identity>, IdentityError> {
+pub fn load(
+    dir: &Path,
+    prefix: &str,
+    count: usize,
+    roots: &Arc<RootCertStore>,
+    resume: bool,
+) -> Result<Vec<Identity>, IdentityError> {
     let mut identities = Vec::with_capacity(count);
     for i in 0..count {
         let name = certname(prefix, i);
@@ -91,17 +118,26 @@ pub fn load(dir: &Path, prefix: &str, count: usize, roots: &Arc<RootCertStore>, 
         if !cert_path.exists() {
             return Err(IdentityError::TooFew { dir: dir.to_path_buf(), found: i, wanted: count });
         }
-        let read = |path: &Path| std::fs::read(path).map_err(|e| IdentityError::Io(path.to_path_buf(), e));
-        let chain: Vec<CertificateDer<'static>> = pki::pemfile::blocks(&read(&cert_path)?, "CERTIFICATE")
-            .map_err(|e| IdentityError::Invalid(cert_path.clone(), e.to_string()))?
-            .into_iter()
-            .map(CertificateDer::from)
-            .collect();
+        let read =
+            |path: &Path| std::fs::read(path).map_err(|e| IdentityError::Io(path.to_path_buf(), e));
+        let chain: Vec<CertificateDer<'static>> =
+            pki::pemfile::blocks(&read(&cert_path)?, "CERTIFICATE")
+                .map_err(|e| IdentityError::Invalid(cert_path.clone(), e.to_string()))?
+                .into_iter()
+                .map(CertificateDer::from)
+                .collect();
         let key_path = dir.join(format!("{name}.key"));
-        let key_der = pki::pemfile::single_block(&read(&key_path)?, &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"])
+        let key_der = pki::pemfile::single_block(
+            &read(&key_path)?,
+            &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"],
+        )
+        .map_err(|e| IdentityError::Invalid(key_path.clone(), e.to_string()))?;
+        let key = PrivateKeyDer::try_from(key_der)
             .map_err(|e| IdentityError::Invalid(key_path.clone(), e.to_string()))?;
-        let key = PrivateKeyDer::try_from(key_der).map_err(|e| IdentityError::Invalid(key_path.clone(), e.to_string()))?;
-        identities.push(Identity { certname: name, config: client::tls_config(roots.clone(), Some((chain, key)), resume)? });
+        identities.push(Identity {
+            certname: name,
+            config: client::tls_config(roots.clone(), Some((chain, key)), resume)?,
+        });
     }
     Ok(identities)
 }
@@ -113,7 +149,12 @@ pub struct NewAgent {
 }
 
 /// `count` new agents with `key` keys and their CSRs, on `threads` threads.
-pub fn new_agents(prefix: &str, count: usize, key: KeyAlgorithm, threads: usize) -> Result<Vec<NewAgent>, IdentityError> {
+pub fn new_agents(
+    prefix: &str,
+    count: usize,
+    key: KeyAlgorithm,
+    threads: usize,
+) -> Result<Vec<NewAgent>, IdentityError> {
     let next = AtomicUsize::new(0);
     let made = std::sync::Mutex::new(Vec::with_capacity(count));
     std::thread::scope(|scope| {
@@ -134,7 +175,10 @@ pub fn new_agents(prefix: &str, count: usize, key: KeyAlgorithm, threads: usize)
     });
     let mut made = made.into_inner().unwrap_or_default();
     if made.len() != count {
-        return Err(IdentityError::Invalid(PathBuf::from(prefix), format!("made {} of {count} CSRs", made.len())));
+        return Err(IdentityError::Invalid(
+            PathBuf::from(prefix),
+            format!("made {} of {count} CSRs", made.len()),
+        ));
     }
     made.sort_by_key(|(i, _)| *i);
     Ok(made.into_iter().map(|(_, agent)| agent).collect())

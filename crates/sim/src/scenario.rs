@@ -57,7 +57,13 @@ pub async fn runs(common: Common, agents: Vec<Identity>, schedule: Schedule) -> 
     stats.report("runs", serde_json::json!({ "agents": agent_count, "schedule": format!("{schedule:?}"), "duration_s": common.duration.as_secs_f64() }))
 }
 
-async fn agent_loop(stats: &Stats, target: &Target, agent: &Identity, schedule: Schedule, deadline: tokio::time::Instant) {
+async fn agent_loop(
+    stats: &Stats,
+    target: &Target,
+    agent: &Identity,
+    schedule: Schedule,
+    deadline: tokio::time::Instant,
+) {
     let report = agent::report_json(&agent.certname);
     let mut next = tokio::time::Instant::now();
     if let Schedule::Interval { every, splay: true } = schedule {
@@ -85,10 +91,15 @@ async fn agent_loop(stats: &Stats, target: &Target, agent: &Identity, schedule: 
     }
 }
 
-async fn one_run(stats: &Stats, target: &Target, agent: &Identity, steps: &[Step], deadline: tokio::time::Instant) -> bool {
-    let mut conn = match connect(stats, target, Some(&agent.config), &agent.certname).await {
-        Some(conn) => conn,
-        None => return false,
+async fn one_run(
+    stats: &Stats,
+    target: &Target,
+    agent: &Identity,
+    steps: &[Step],
+    deadline: tokio::time::Instant,
+) -> bool {
+    let Some(mut conn) = connect(stats, target, Some(&agent.config), &agent.certname).await else {
+        return false;
     };
     for step in steps {
         if !send_with_retry(stats, &mut conn, step, deadline).await {
@@ -98,7 +109,12 @@ async fn one_run(stats: &Stats, target: &Target, agent: &Identity, steps: &[Step
     true
 }
 
-async fn connect(stats: &Stats, target: &Target, config: Option<&Arc<rustls::ClientConfig>>, certname: &str) -> Option<Conn> {
+async fn connect(
+    stats: &Stats,
+    target: &Target,
+    config: Option<&Arc<rustls::ClientConfig>>,
+    certname: &str,
+) -> Option<Conn> {
     match client::connect(target, config, certname).await {
         Ok((conn, took)) => {
             if matches!(target, Target::Tls { .. }) {
@@ -115,7 +131,12 @@ async fn connect(stats: &Stats, target: &Target, config: Option<&Arc<rustls::Cli
 
 /// Sends a step, sleeping and resending on 503/429 with `Retry-After` as agents do. Returns
 /// whether it finally succeeded.
-async fn send_with_retry(stats: &Stats, conn: &mut Conn, step: &Step, deadline: tokio::time::Instant) -> bool {
+async fn send_with_retry(
+    stats: &Stats,
+    conn: &mut Conn,
+    step: &Step,
+    deadline: tokio::time::Instant,
+) -> bool {
     for _ in 0..MAX_RETRIES {
         let started = Instant::now();
         match conn.send(step).await {
@@ -123,8 +144,13 @@ async fn send_with_retry(stats: &Stats, conn: &mut Conn, step: &Step, deadline: 
                 stats.ok(step.kind, started.elapsed());
                 return true;
             }
-            Ok(Answer { status, retry_after: Some(seconds), .. }) if status.as_u16() == 503 || status.as_u16() == 429 => {
-                stats.failed(step.kind, &format!("status {} with Retry-After (retried)", status.as_u16()));
+            Ok(Answer { status, retry_after: Some(seconds), .. })
+                if status.as_u16() == 503 || status.as_u16() == 429 =>
+            {
+                stats.failed(
+                    step.kind,
+                    &format!("status {} with Retry-After (retried)", status.as_u16()),
+                );
                 let wake = tokio::time::Instant::now() + Duration::from_secs(seconds);
                 if wake >= deadline {
                     return false;
@@ -145,25 +171,37 @@ async fn send_with_retry(stats: &Stats, conn: &mut Conn, step: &Step, deadline: 
 }
 
 /// `connections` kept-alive connections each sending `step` back to back.
-pub async fn throughput(common: Common, agents: Vec<Identity>, connections: usize, step: Step) -> Report {
+pub async fn throughput(
+    common: Common,
+    agents: Vec<Identity>,
+    connections: usize,
+    step: Step,
+) -> Report {
     let stats = Arc::new(Stats::new());
     let deadline = tokio::time::Instant::now() + common.duration;
     let progress = progress(&stats, common.progress);
     let agents = Arc::new(agents);
     let mut tasks = JoinSet::new();
     for i in 0..connections {
-        let (stats, target, agents, step) = (stats.clone(), common.target.clone(), agents.clone(), step.clone());
+        let (stats, target, agents, step) =
+            (stats.clone(), common.target.clone(), agents.clone(), step.clone());
         tasks.spawn(async move {
             let identity = agents.get(i % agents.len().max(1));
             let config = identity.map(|a| &a.config);
             let certname = identity.map_or("anonymous", |a| a.certname.as_str());
             while tokio::time::Instant::now() < deadline {
-                let Some(mut conn) = connect(&stats, &target, config, certname).await else { continue };
+                let Some(mut conn) = connect(&stats, &target, config, certname).await else {
+                    continue;
+                };
                 while tokio::time::Instant::now() < deadline {
                     let started = Instant::now();
                     match conn.send(&step).await {
-                        Ok(answer) if answer.status.is_success() => stats.ok(step.kind, started.elapsed()),
-                        Ok(answer) => stats.failed(step.kind, &format!("status {}", answer.status.as_u16())),
+                        Ok(answer) if answer.status.is_success() => {
+                            stats.ok(step.kind, started.elapsed())
+                        }
+                        Ok(answer) => {
+                            stats.failed(step.kind, &format!("status {}", answer.status.as_u16()))
+                        }
                         Err(e) => {
                             stats.failed(step.kind, &first_words(&e.to_string()));
                             break;
@@ -180,25 +218,50 @@ pub async fn throughput(common: Common, agents: Vec<Identity>, connections: usiz
 
 /// `concurrency` loops of: new connection, full TLS handshake with a client certificate, one
 /// small request, close.
-pub async fn handshakes(common: Common, agents: Vec<Identity>, concurrency: usize, path: &str) -> Report {
+pub async fn handshakes(
+    common: Common,
+    agents: Vec<Identity>,
+    concurrency: usize,
+    path: &str,
+) -> Report {
     let stats = Arc::new(Stats::new());
     let deadline = tokio::time::Instant::now() + common.duration;
     let progress = progress(&stats, common.progress);
     let agents = Arc::new(agents);
-    let step = Step { kind: Kind::Status, method: Method::GET, path: path.to_owned(), content_type: None, body: Bytes::new() };
+    let step = Step {
+        kind: Kind::Status,
+        method: Method::GET,
+        path: path.to_owned(),
+        content_type: None,
+        body: Bytes::new(),
+    };
     let mut tasks = JoinSet::new();
     for worker in 0..concurrency {
-        let (stats, target, agents, step) = (stats.clone(), common.target.clone(), agents.clone(), step.clone());
+        let (stats, target, agents, step) =
+            (stats.clone(), common.target.clone(), agents.clone(), step.clone());
         tasks.spawn(async move {
             let mut i = worker;
             while tokio::time::Instant::now() < deadline {
                 let agent = agents.get(i % agents.len().max(1));
                 i += concurrency;
-                let Some(mut conn) = connect(&stats, &target, agent.map(|a| &a.config), agent.map_or("anonymous", |a| a.certname.as_str())).await else { continue };
+                let Some(mut conn) = connect(
+                    &stats,
+                    &target,
+                    agent.map(|a| &a.config),
+                    agent.map_or("anonymous", |a| a.certname.as_str()),
+                )
+                .await
+                else {
+                    continue;
+                };
                 let started = Instant::now();
                 match conn.send(&step).await {
-                    Ok(answer) if answer.status.is_success() => stats.ok(Kind::Status, started.elapsed()),
-                    Ok(answer) => stats.failed(Kind::Status, &format!("status {}", answer.status.as_u16())),
+                    Ok(answer) if answer.status.is_success() => {
+                        stats.ok(Kind::Status, started.elapsed())
+                    }
+                    Ok(answer) => {
+                        stats.failed(Kind::Status, &format!("status {}", answer.status.as_u16()))
+                    }
                     Err(e) => stats.failed(Kind::Status, &first_words(&e.to_string())),
                 }
             }
@@ -215,13 +278,20 @@ pub async fn handshakes(common: Common, agents: Vec<Identity>, concurrency: usiz
 pub async fn hold(common: Common, agents: Vec<Identity>, path: &str) -> Report {
     let stats = Arc::new(Stats::new());
     let progress = progress(&stats, common.progress);
-    let step = Step { kind: Kind::Status, method: Method::GET, path: path.to_owned(), content_type: None, body: Bytes::new() };
+    let step = Step {
+        kind: Kind::Status,
+        method: Method::GET,
+        path: path.to_owned(),
+        content_type: None,
+        body: Bytes::new(),
+    };
     // Open connections a few hundred at a time, so the listen backlog is not overrun.
     let opening = Arc::new(Semaphore::new(256));
     let mut tasks = JoinSet::new();
     let count = agents.len();
     for agent in agents {
-        let (stats, target, step, opening) = (stats.clone(), common.target.clone(), step.clone(), opening.clone());
+        let (stats, target, step, opening) =
+            (stats.clone(), common.target.clone(), step.clone(), opening.clone());
         tasks.spawn(async move {
             let permit = opening.acquire_owned().await.ok()?;
             let mut conn = connect(&stats, &target, Some(&agent.config), &agent.certname).await?;
@@ -282,7 +352,12 @@ pub async fn bootstrap(common: Common, agents: Vec<NewAgent>, concurrency: usize
     stats.report("bootstrap", serde_json::json!({ "agents": count, "concurrency": concurrency }))
 }
 
-async fn bootstrap_one(stats: &Stats, target: &Target, agent: &NewAgent, deadline: tokio::time::Instant) -> bool {
+async fn bootstrap_one(
+    stats: &Stats,
+    target: &Target,
+    agent: &NewAgent,
+    deadline: tokio::time::Instant,
+) -> bool {
     let Some(mut conn) = connect(stats, target, None, &agent.certname).await else { return false };
     let put = Step {
         kind: Kind::Csr,
@@ -294,7 +369,13 @@ async fn bootstrap_one(stats: &Stats, target: &Target, agent: &NewAgent, deadlin
     if !send_with_retry(stats, &mut conn, &put, deadline).await {
         return false;
     }
-    let get = Step { kind: Kind::Cert, method: Method::GET, path: format!("/puppet-ca/v1/certificate/{}", agent.certname), content_type: None, body: Bytes::new() };
+    let get = Step {
+        kind: Kind::Cert,
+        method: Method::GET,
+        path: format!("/puppet-ca/v1/certificate/{}", agent.certname),
+        content_type: None,
+        body: Bytes::new(),
+    };
     send_with_retry(stats, &mut conn, &get, deadline).await
 }
 

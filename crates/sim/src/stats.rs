@@ -51,7 +51,14 @@ impl Default for Stats {
 
 impl Stats {
     pub fn new() -> Self {
-        let kinds = Kind::ALL.iter().map(|_| KindStats { ok: AtomicU64::new(0), failed: AtomicU64::new(0), latency: Mutex::new(histogram()) }).collect();
+        let kinds = Kind::ALL
+            .iter()
+            .map(|_| KindStats {
+                ok: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                latency: Mutex::new(histogram()),
+            })
+            .collect();
         Self {
             started: Instant::now(),
             kinds,
@@ -101,7 +108,9 @@ impl Stats {
     }
 
     fn totals(&self) -> (u64, u64) {
-        self.kinds.iter().fold((0, 0), |(ok, failed), k| (ok + k.ok.load(Ordering::Relaxed), failed + k.failed.load(Ordering::Relaxed)))
+        self.kinds.iter().fold((0, 0), |(ok, failed), k| {
+            (ok + k.ok.load(Ordering::Relaxed), failed + k.failed.load(Ordering::Relaxed))
+        })
     }
 
     /// `12.0s  runs 340 (28.3/s)  requests 2380 (198.3/s)  errors 0  handshakes 340`.
@@ -139,7 +148,8 @@ impl Stats {
             })
             .collect();
         let handshakes = self.handshakes.load(Ordering::Relaxed);
-        let handshake_ms = self.handshake_time.lock().map(|h| Percentiles::of(&h)).unwrap_or_default();
+        let handshake_ms =
+            self.handshake_time.lock().map(|h| Percentiles::of(&h)).unwrap_or_default();
         Report {
             scenario: scenario.to_owned(),
             parameters,
@@ -218,13 +228,28 @@ impl Report {
         let _ = writeln!(out, "Parameters: `{}`\n", self.parameters);
         let _ = writeln!(out, "| | |\n|---|---|");
         let _ = writeln!(out, "| duration | {:.1} s |", self.seconds);
-        let _ = writeln!(out, "| requests | {} ok, {} failed ({:.1}/s) |", self.requests_ok, self.requests_failed, self.requests_per_second);
+        let _ = writeln!(
+            out,
+            "| requests | {} ok, {} failed ({:.1}/s) |",
+            self.requests_ok, self.requests_failed, self.requests_per_second
+        );
         let _ = writeln!(out, "| runs | {} ({} failed) |", self.runs, self.runs_failed);
-        let _ = writeln!(out, "| TLS handshakes | {} ({:.1}/s, p50 {:.2} ms, p99 {:.2} ms) |\n", self.handshakes, self.handshakes_per_second, self.handshake_ms.p50, self.handshake_ms.p99);
+        let _ = writeln!(
+            out,
+            "| TLS handshakes | {} ({:.1}/s, p50 {:.2} ms, p99 {:.2} ms) |\n",
+            self.handshakes,
+            self.handshakes_per_second,
+            self.handshake_ms.p50,
+            self.handshake_ms.p99
+        );
         let _ = writeln!(out, "| request | ok | failed | per s | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|---|");
         for k in &self.kinds {
             let l = &k.latency_ms;
-            let _ = writeln!(out, "| {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |", k.kind, k.ok, k.failed, k.per_second, l.p50, l.p90, l.p99, l.max);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                k.kind, k.ok, k.failed, k.per_second, l.p50, l.p90, l.p99, l.max
+            );
         }
         if !self.errors.is_empty() {
             let _ = writeln!(out, "\nErrors:\n");

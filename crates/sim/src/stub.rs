@@ -25,7 +25,11 @@ pub struct StubSettings {
 
 impl Default for StubSettings {
     fn default() -> Self {
-        Self { catalog_delay: Duration::ZERO, other_delay: Duration::ZERO, catalog_bytes: 100 * 1024 }
+        Self {
+            catalog_delay: Duration::ZERO,
+            other_delay: Duration::ZERO,
+            catalog_bytes: 100 * 1024,
+        }
     }
 }
 
@@ -37,8 +41,17 @@ struct Canned {
 }
 
 /// Serves `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, settings: StubSettings, shutdown: impl Future<Output = ()>) {
-    let canned = Arc::new(Canned { catalog: catalog(settings.catalog_bytes), node: node(), metadatas: metadatas(), settings });
+pub async fn serve(
+    listener: TcpListener,
+    settings: StubSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    let canned = Arc::new(Canned {
+        catalog: catalog(settings.catalog_bytes),
+        node: node(),
+        metadatas: metadatas(),
+        settings,
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -52,23 +65,35 @@ pub async fn serve(listener: TcpListener, settings: StubSettings, shutdown: impl
         let canned = canned.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| answer(canned.clone(), request));
-            let _ = hyper::server::conn::http1::Builder::new().timer(TokioTimer::new()).serve_connection(TokioIo::new(stream), service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
 
-async fn answer(canned: Arc<Canned>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    canned: Arc<Canned>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
     // Read the whole request body, as a compiler would.
     let _ = request.into_body().collect().await;
     let (status, body, delay) = if path.starts_with("/status/v1/simple") {
-        return Ok(respond(StatusCode::OK, "text/plain; charset=utf-8", Bytes::from_static(b"running")));
+        return Ok(respond(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            Bytes::from_static(b"running"),
+        ));
     } else if path.starts_with("/puppet/v3/catalog/") {
         (StatusCode::OK, canned.catalog.clone(), canned.settings.catalog_delay)
     } else if path.starts_with("/puppet/v3/node/") {
         (StatusCode::OK, canned.node.clone(), canned.settings.other_delay)
-    } else if path.starts_with("/puppet/v3/file_metadatas/") || path.starts_with("/puppet/v3/file_metadata/") {
+    } else if path.starts_with("/puppet/v3/file_metadatas/")
+        || path.starts_with("/puppet/v3/file_metadata/")
+    {
         (StatusCode::OK, canned.metadatas.clone(), canned.settings.other_delay)
     } else if path.starts_with("/puppet/v3/report/") && method == Method::PUT {
         (StatusCode::OK, Bytes::from_static(b"[]"), canned.settings.other_delay)
@@ -100,7 +125,12 @@ fn node() -> Bytes {
 
 fn metadatas() -> Bytes {
     let entry = |path: &str| serde_json::json!({"path": path, "relative_path": ".", "links": "manage", "owner": 0, "group": 0, "mode": 420, "checksum": {"type": "ctime", "value": "{ctime}2026-11-25 12:00:00 +0000"}, "type": "directory", "destination": null});
-    Bytes::from(serde_json::json!([entry("/etc/puppetlabs/code/environments/production/modules/stdlib/lib")]).to_string())
+    Bytes::from(
+        serde_json::json!([entry(
+            "/etc/puppetlabs/code/environments/production/modules/stdlib/lib"
+        )])
+        .to_string(),
+    )
 }
 
 /// A catalog of about `size` bytes: `File` resources until the size is reached.
