@@ -196,13 +196,20 @@ fn the_standby_ca_takes_over(
     root: &Path,
     port: u16,
 ) {
+    let primary = format!("http://{}", ca1.ca.expect("the primary serves a CA"));
     ca1.child.kill();
     for name in ["new1.example.com", "new2.example.com"] {
         let agent = Agent::new(root, name);
         let out = agent.bootstrap(port);
         assert!(out.status.success(), "bootstrap through the standby CA: {}", output_text(&out));
     }
-    assert!(lb.child.stderr().contains("member ejected"), "the dead primary was ejected");
+    // Whichever sees it first, a health check ("member is down") or a refused forward
+    // ("member ejected"), takes the primary out of rotation.
+    assert!(!member_healthy(lb, "ca", &primary), "the dead primary is out of rotation");
+    let noticed = lb.child.stderr().lines().any(|l| {
+        (l.contains("member ejected") || l.contains("member is down")) && l.contains(&primary)
+    });
+    assert!(noticed, "the LB logged the primary's failure");
     let inventory = std::fs::read_to_string(fx.cadir.join("inventory.txt")).unwrap();
     let serials: Vec<u64> = pki::inventory::parse(&inventory).map(|e| e.serial.value()).collect();
     let unique: BTreeSet<u64> = serials.iter().copied().collect();
