@@ -132,10 +132,13 @@ impl Connection {
             ClientIdentity::Anonymous => None,
         };
         let state = self.state.clone();
+        // Boxed: hyper keeps a slot the size of the service's future for the whole life of a
+        // connection; a box keeps an idle connection's share to a pointer (the request future
+        // is several KiB) and costs one allocation per request.
         let service = service_fn(move |request| {
             let proxy = state.proxy();
             let info = info.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(request, &info).await) }
+            Box::pin(async move { Ok::<_, Infallible>(proxy.handle(request, &info).await) })
         });
         let connection = self.http.serve_connection(TokioIo::new(tls_stream), service);
         tokio::pin!(connection);

@@ -102,8 +102,13 @@ impl TlsSnapshot {
             .with_client_cert_verifier(verifier)
             .with_single_cert(certs, key)?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        config.session_storage = rustls::server::ServerSessionMemoryCache::new(64 * 1024);
-        config.send_tls13_tickets = 2;
+        // Resumption by stateless tickets: no per-session memory on the LB (a stateful cache
+        // held ~4 KiB per connection and 8 MiB up front). A new ticket key per snapshot means a
+        // new CRL or CA bundle ends every resumable session, so a revoked certificate cannot
+        // skip verification by resuming. One ticket is enough: Puppet agents resume rarely.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+        config.send_tls13_tickets = 1;
         Ok(Self { config: Arc::new(config), material, crl, built_at: SystemTime::now() })
     }
 }
@@ -139,4 +144,84 @@ fn crls(pem: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsErr
     let blocks = pki::pemfile::blocks(pem, "X509 CRL")
         .map_err(|e| TlsError::Invalid { what: "CRL", reason: e.to_string() })?;
     Ok(blocks.into_iter().map(CertificateRevocationListDer::from).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::{
+        client::Resumption, pki_types::ServerName, ClientConfig, ClientConnection, HandshakeKind,
+        ServerConnection,
+    };
+    use testkit::fixture::{CaFixture, LB_NAME};
+
+    fn snapshot(fx: &CaFixture) -> TlsSnapshot {
+        let files = TlsFiles {
+            cert: fx.cert(LB_NAME),
+            key: fx.key(LB_NAME),
+            client_ca: fx.ca_bundle(),
+            crl: Some(fx.crl()),
+        };
+        TlsSnapshot::build(files.read(None).expect("read")).expect("build")
+    }
+
+    /// An agent's client config, resumption on, so that it keeps the tickets it receives.
+    fn agent(fx: &CaFixture, name: &str) -> Arc<ClientConfig> {
+        fx.issue(name, vec![], false);
+        let chain =
+            certificates(&std::fs::read(fx.cert(name)).expect("cert"), "cert").expect("pem");
+        let key = private_key(&std::fs::read(fx.key(name)).expect("key")).expect("key pem");
+        let mut roots = RootCertStore::empty();
+        for ca in certificates(&std::fs::read(fx.ca_bundle()).expect("ca"), "ca").expect("pem") {
+            roots.add(ca).expect("root");
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .expect("client cert");
+        config.resumption = Resumption::in_memory_sessions(16);
+        Arc::new(config)
+    }
+
+    /// A whole handshake in memory, the ticket delivered; how the client's handshake went.
+    fn connect(client: &Arc<ClientConfig>, server: &Arc<ServerConfig>) -> HandshakeKind {
+        let name = ServerName::try_from(LB_NAME).expect("name");
+        let mut c = ClientConnection::new(client.clone(), name).expect("client");
+        let mut s = ServerConnection::new(server.clone()).expect("server");
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut wire).expect("client write");
+            }
+            s.read_tls(&mut wire.as_slice()).expect("server read");
+            s.process_new_packets().expect("server handshake");
+            wire.clear();
+            while s.wants_write() {
+                s.write_tls(&mut wire).expect("server write");
+            }
+            c.read_tls(&mut wire.as_slice()).expect("client read");
+            c.process_new_packets().expect("client handshake");
+            if !c.is_handshaking() && !s.is_handshaking() && !s.wants_write() {
+                break;
+            }
+        }
+        assert!(!c.is_handshaking() && !s.is_handshaking(), "the handshake completes");
+        c.handshake_kind().expect("handshake kind")
+    }
+
+    #[test]
+    fn tickets_resume_within_a_snapshot_and_never_across_one() {
+        let fx = CaFixture::new(pki::KeyAlgorithm::EcP256);
+        let agent = agent(&fx, "agent.example.com");
+        let first = snapshot(&fx);
+        assert_eq!(connect(&agent, &first.config), HandshakeKind::Full);
+        assert_eq!(connect(&agent, &first.config), HandshakeKind::Resumed, "a ticket resumes");
+        // A new CRL or CA bundle means a new snapshot: a ticket from before it must not skip
+        // the certificate checks, or a revoked agent could resume its way in.
+        let next = snapshot(&fx);
+        assert_eq!(connect(&agent, &next.config), HandshakeKind::Full);
+    }
 }
