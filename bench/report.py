@@ -84,6 +84,10 @@ def markdown(results, date, png):
     if direct:
         k = direct["kinds"][0]
         out.append(f"\nThe stub directly (plain HTTP, same load): {direct['requests_per_second']:,.0f} req/s, p50 {k['latency_ms']['p50']:.2f} ms, p99 {k['latency_ms']['p99']:.2f} ms.")
+    rounds = {lb: [run["requests_per_second"] for run in r.get("throughput_runs", [])] for lb, r in results["lbs"].items()}
+    if any(len(v) > 1 for v in rounds.values()):
+        out.append("\nKept-alive requests/s of every round (LBs taken in turn; the table gives the median): "
+                   + "; ".join(f"{lb} " + " / ".join(f"{x:,.0f}" for x in v) for lb, v in rounds.items()) + ".")
     held = {lb: r.get("idle", {}).get("held") for lb, r in results["lbs"].items()}
     out.append(f"\nIdle agents actually held open: " + ", ".join(f"{lb} {n}" for lb, n in held.items()) + ".\n")
     storm = results.get("storm", {})
