@@ -1,13 +1,14 @@
 //! The TLS front's configuration: server certificate, client-certificate verification against
 //! the whole CA bundle and its CRLs, built into one immutable snapshot.
 
+mod revocation;
 pub mod watch;
 
 use std::{path::PathBuf, sync::Arc, time::SystemTime};
 
 use rustls::{
     pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer},
-    server::WebPkiClientVerifier,
+    server::{danger::ClientCertVerifier, WebPkiClientVerifier},
     RootCertStore, ServerConfig,
 };
 use thiserror::Error;
@@ -85,18 +86,23 @@ impl TlsSnapshot {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let certs = certificates(&material.cert_pem, "certificate")?;
         let key = private_key(&material.key_pem)?;
-        let roots = roots(&material.client_ca_pem)?;
+        let bundle = certificates(&material.client_ca_pem, "client CA bundle")?;
+        let roots = roots(&bundle)?;
         let crls = crls(&material.crl_pem)?;
         let crl = crls
             .first()
             .map(|der| pki::crl::CrlInfo::from_der(der))
             .transpose()
             .map_err(|e| TlsError::Invalid { what: "CRL", reason: e.to_string() })?;
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .with_crls(crls)
-                .allow_unauthenticated()
-                .build()?;
+        let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
+            .build()?;
+        let verifier: Arc<dyn ClientCertVerifier> = if crls.is_empty() {
+            chain
+        } else {
+            let revoked = revocation::RevokedSerials::verified(&crls, &bundle)?;
+            Arc::new(revocation::RevocationCheckingVerifier { chain, revoked })
+        };
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_client_cert_verifier(verifier)
@@ -127,11 +133,11 @@ fn private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::try_from(der).map_err(|e| invalid(e.to_string()))
 }
 
-fn roots(pem: &[u8]) -> Result<RootCertStore, TlsError> {
+fn roots(bundle: &[CertificateDer<'static>]) -> Result<RootCertStore, TlsError> {
     let mut store = RootCertStore::empty();
-    for cert in certificates(pem, "client CA bundle")? {
+    for cert in bundle {
         store
-            .add(cert)
+            .add(cert.clone())
             .map_err(|e| TlsError::Invalid { what: "client CA bundle", reason: e.to_string() })?;
     }
     Ok(store)
