@@ -151,10 +151,31 @@ pub fn report_json(certname: &str) -> Bytes {
     let resources: serde_json::Map<String, serde_json::Value> = (0..80)
         .map(|i| (format!("File[/etc/sim/{i}]"), serde_json::json!({"title": format!("/etc/sim/{i}"), "resource_type": "File", "changed": false, "skipped": false, "failed": false, "events": [], "evaluation_time": 0.001})))
         .collect();
-    Bytes::from(
-        serde_json::json!({"host": certname, "environment": ENV, "puppet_version": PUPPET_VERSION, "report_format": 12, "status": "unchanged", "logs": logs, "resource_statuses": resources, "metrics": {}})
-            .to_string(),
-    )
+    // The fields a Puppet 7 agent's report carries (format 12), so puppetserver's report
+    // handler reads it as it reads a real one.
+    let report = serde_json::json!({
+        "host": certname,
+        "time": "2026-11-25T12:00:00.000000000+00:00",
+        "configuration_version": 1_764_072_000,
+        "transaction_uuid": format!("{:032x}", fastrand::u128(..)),
+        "catalog_uuid": format!("{:032x}", fastrand::u128(..)),
+        "code_id": null,
+        "job_id": null,
+        "cached_catalog_status": "not_used",
+        "report_format": 12,
+        "puppet_version": PUPPET_VERSION,
+        "status": "unchanged",
+        "transaction_completed": true,
+        "noop": false,
+        "noop_pending": false,
+        "corrective_change": false,
+        "environment": ENV,
+        "server_used": "puppet:8140",
+        "logs": logs,
+        "metrics": {},
+        "resource_statuses": resources,
+    });
+    Bytes::from(report.to_string())
 }
 
 /// `application/x-www-form-urlencoded` value encoding.

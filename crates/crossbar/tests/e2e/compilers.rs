@@ -94,6 +94,7 @@ fn real_compilers_and_a_ca_pair_behind_crossbar() {
     a_dying_compiler_fails_no_run(&lb, &mut c1, &web1, &web2, port);
     the_standby_ca_takes_over(&fx, &lb, &mut ca1, root, port);
     revocation_reaches_the_lb_within_its_refresh(&fx, &web1, &web2, port);
+    the_simulator_drives_real_compilers(&fx, root, port);
 
     let (rss, peak) = testkit::process::memory_kib(lb.child.id()).unwrap();
     eprintln!("LB memory after the e2e load: {} KiB resident, {} KiB peak", rss, peak);
@@ -250,4 +251,43 @@ fn revocation_reaches_the_lb_within_its_refresh(
     let refused = web2.run(port);
     assert!(!succeeded(&refused), "the revoked agent's run fails: {}", output_text(&refused));
     assert!(succeeded(&web1.run(port)), "the others still pass");
+}
+
+/// `crossbar sim` works against real compilers, not only the stub: Puppet runs of simulated
+/// agents (identities issued from the CA directory) through the LB, each request of the run
+/// answered by puppetserver with a success.
+fn the_simulator_drives_real_compilers(fx: &CaFixture, root: &Path, port: u16) {
+    let certs = root.join("sim-agents");
+    let path = |p: &Path| p.display().to_string();
+    let (code, out, err) = crossbar([
+        "sim",
+        "certs",
+        "--cadir",
+        &path(&fx.cadir),
+        "--out",
+        &path(&certs),
+        "--agents",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let json = root.join("sim-runs.json");
+    let (code, out, err) = crossbar([
+        "sim",
+        "runs",
+        "--lb",
+        &format!("127.0.0.1:{port}"),
+        "--certs",
+        &path(&certs),
+        "--agents",
+        "2",
+        "--duration",
+        "10s",
+        "--json",
+        &path(&json),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(report["runs"].as_u64().is_some_and(|runs| runs >= 2), "{report}");
+    assert_eq!(report["runs_failed"], 0, "{report}");
+    assert_eq!(report["requests_failed"], 0, "{report}");
 }
