@@ -105,10 +105,12 @@ def markdown(results, date, png):
         if "crossbar" in storm and sign:
             out.append(f" Signing ceiling (RSA-4096 certificates issued in memory, 2 threads): {sign:,.0f}/s; the storm reaches {100 * storm['crossbar']['bootstraps_per_second'] / sign:.0f}% of it.\n")
     out.append("## Ceilings (this machine, 2 threads)\n")
-    out.append("| what | per second |\n|---|---|")
+    out.append("Measured at the start and at the end of the run; the higher counts.\n")
+    out.append("| what | per second | runs |\n|---|---|---|")
     for key, rates in results["ceiling"].items():
         for rate in rates:
-            out.append(f"| {rate['what']} | {rate['per_second']:,.0f} |")
+            runs = " / ".join(f"{r:,.0f}" for r in rate.get("runs", [rate["per_second"]]))
+            out.append(f"| {rate['what']} | {rate['per_second']:,.0f} | {runs} |")
     if png:
         out.append(f"\n![chart]({png})\n")
     out.append("## Commands\n")
