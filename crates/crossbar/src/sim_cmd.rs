@@ -34,13 +34,7 @@ pub async fn run(command: SimCommand) -> anyhow::Result<u8> {
         }
         SimCommand::Throughput { target, agents, connections, path, output } => {
             let (common, identities) = prepare(&target, &agents, output.progress)?;
-            let step = sim::agent::Step {
-                kind: sim::agent::Kind::Fixed,
-                method: http::Method::GET,
-                path,
-                content_type: None,
-                body: bytes::Bytes::new(),
-            };
+            let step = sim::agent::Step::get(sim::agent::Kind::Fixed, path);
             finish(&scenario::throughput(common, identities, connections, step).await, &output)
         }
         SimCommand::Handshakes { target, agents, concurrency, path, output } => {

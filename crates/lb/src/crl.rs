@@ -227,33 +227,14 @@ async fn fetch(member: &Member, since: Option<&str>) -> Result<Fetched, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pki::{crl, issue, CaSigner, KeyAlgorithm};
-
-    struct Ca {
-        signer: CaSigner,
-        bundle: Vec<u8>,
-    }
+    use crate::test_util::TestCa as Ca;
 
     fn ca(name: &str) -> Ca {
-        let key = KeyAlgorithm::EcP256.generate().expect("key");
-        let der =
-            issue::self_signed_ca(name, &key, OffsetDateTime::now_utc(), issue::DEFAULT_CA_TTL)
-                .expect("ca");
-        let bundle = pki::pemfile::encode("CERTIFICATE", &der).into_bytes();
-        Ca { signer: CaSigner::new(der, key).expect("signer"), bundle }
+        Ca::new(name)
     }
 
     fn crl_pem(ca: &Ca, number: u64, this_update: OffsetDateTime, revoked: &[u8]) -> Vec<u8> {
-        let entries: Vec<crl::RevokedEntry> = revoked
-            .iter()
-            .map(|s| crl::RevokedEntry {
-                serial: vec![*s],
-                revoked_at: this_update,
-                reason: Some(1),
-            })
-            .collect();
-        let der = crl::build(&ca.signer, &entries, number, this_update).expect("crl");
-        pki::pemfile::encode("X509 CRL", &der).into_bytes()
+        pki::pemfile::encode("X509 CRL", &ca.crl_der(number, this_update, revoked)).into_bytes()
     }
 
     #[test]
@@ -300,13 +281,16 @@ mod tests {
             ("not PEM", b"hello".to_vec(), in_use, Err(CrlRejected::Unreadable(String::new()))),
         ];
         for (what, pem, current, expected) in cases {
-            let got = check(&pem, &ours.bundle, current, now).map(|info| info.number);
+            let got = check(&pem, &ours.bundle_pem(), current, now).map(|info| info.number);
             match (&got, &expected) {
                 (Err(CrlRejected::Unreadable(_)), Err(CrlRejected::Unreadable(_))) => {}
                 _ => assert_eq!(got, expected, "{what}"),
             }
         }
         let expired = crl_pem(&ours, 9, six_years_ago, &[]);
-        assert!(matches!(check(&expired, &ours.bundle, in_use, now), Err(CrlRejected::Expired(_))));
+        assert!(matches!(
+            check(&expired, &ours.bundle_pem(), in_use, now),
+            Err(CrlRejected::Expired(_))
+        ));
     }
 }

@@ -75,25 +75,25 @@ pub fn run(certname: &str, first: bool, facts: &Bytes, report: &Bytes) -> Vec<St
     let uuid = fastrand::u64(..);
     let mut steps = Vec::with_capacity(7);
     if first {
-        steps.push(get(Kind::Node, format!("/puppet/v3/node/{certname}?environment={ENV}&configured_environment={ENV}&transaction_uuid={uuid:016x}")));
+        steps.push(Step::get(Kind::Node, format!("/puppet/v3/node/{certname}?environment={ENV}&configured_environment={ENV}&transaction_uuid={uuid:016x}")));
     }
-    steps.push(get(
+    steps.push(Step::get(
         Kind::FileMetadatas,
         format!("/puppet/v3/file_metadatas/plugins?{PLUGINS_SHALLOW}&environment={ENV}"),
     ));
-    steps.push(get(
+    steps.push(Step::get(
         Kind::FileMetadatas,
         format!(
             "/puppet/v3/file_metadatas/pluginfacts?{DEEP}&source_permissions=use&environment={ENV}"
         ),
     ));
-    steps.push(get(
+    steps.push(Step::get(
         Kind::FileMetadatas,
         format!(
             "/puppet/v3/file_metadatas/plugins?{DEEP}&source_permissions=ignore&environment={ENV}"
         ),
     ));
-    steps.push(get(Kind::FileMetadatas, format!("/puppet/v3/file_metadatas/locales?{DEEP}&ignore=*.pot&ignore=config.yaml&source_permissions=ignore&environment={ENV}")));
+    steps.push(Step::get(Kind::FileMetadatas, format!("/puppet/v3/file_metadatas/locales?{DEEP}&ignore=*.pot&ignore=config.yaml&source_permissions=ignore&environment={ENV}")));
     steps.push(Step {
         kind: Kind::Catalog,
         method: Method::POST,
@@ -111,8 +111,17 @@ pub fn run(certname: &str, first: bool, facts: &Bytes, report: &Bytes) -> Vec<St
     steps
 }
 
-fn get(kind: Kind, path: String) -> Step {
-    Step { kind, method: Method::GET, path, content_type: None, body: Bytes::new() }
+impl Step {
+    /// A body-less GET.
+    pub fn get(kind: Kind, path: impl Into<String>) -> Self {
+        Self {
+            kind,
+            method: Method::GET,
+            path: path.into(),
+            content_type: None,
+            body: Bytes::new(),
+        }
+    }
 }
 
 /// The catalog request's form body: `facts_format`, the URL-encoded JSON facts (about 20 KiB, the

@@ -7,7 +7,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use http::Method;
 use tokio::{sync::Semaphore, task::JoinSet, time::sleep_until};
 
@@ -228,13 +227,7 @@ pub async fn handshakes(
     let deadline = tokio::time::Instant::now() + common.duration;
     let progress = progress(&stats, common.progress);
     let agents = Arc::new(agents);
-    let step = Step {
-        kind: Kind::Status,
-        method: Method::GET,
-        path: path.to_owned(),
-        content_type: None,
-        body: Bytes::new(),
-    };
+    let step = Step::get(Kind::Status, path);
     let mut tasks = JoinSet::new();
     for worker in 0..concurrency {
         let (stats, target, agents, step) =
@@ -278,13 +271,7 @@ pub async fn handshakes(
 pub async fn hold(common: Common, agents: Vec<Identity>, path: &str) -> Report {
     let stats = Arc::new(Stats::new());
     let progress = progress(&stats, common.progress);
-    let step = Step {
-        kind: Kind::Status,
-        method: Method::GET,
-        path: path.to_owned(),
-        content_type: None,
-        body: Bytes::new(),
-    };
+    let step = Step::get(Kind::Status, path);
     // Open connections a few hundred at a time, so the listen backlog is not overrun.
     let opening = Arc::new(Semaphore::new(256));
     let mut tasks = JoinSet::new();
@@ -369,13 +356,7 @@ async fn bootstrap_one(
     if !send_with_retry(stats, &mut conn, &put, deadline).await {
         return false;
     }
-    let get = Step {
-        kind: Kind::Cert,
-        method: Method::GET,
-        path: format!("/puppet-ca/v1/certificate/{}", agent.certname),
-        content_type: None,
-        body: Bytes::new(),
-    };
+    let get = Step::get(Kind::Cert, format!("/puppet-ca/v1/certificate/{}", agent.certname));
     send_with_retry(stats, &mut conn, &get, deadline).await
 }
 

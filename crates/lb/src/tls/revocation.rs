@@ -194,35 +194,19 @@ impl ClientCertVerifier for RevocationCheckingVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pki::{crl, issue, CaSigner, CertRequest, Certname, Csr, KeyAlgorithm, Serial, Validity};
+    use crate::test_util::TestCa as Ca;
     use time::OffsetDateTime;
 
-    struct Ca {
-        signer: CaSigner,
-        der: Vec<u8>,
-    }
-
     fn ca(name: &str) -> Ca {
-        let key = KeyAlgorithm::EcP256.generate().expect("key");
-        let now = OffsetDateTime::now_utc();
-        let der = issue::self_signed_ca(name, &key, now, issue::DEFAULT_CA_TTL).expect("ca");
-        Ca { signer: CaSigner::new(der.clone(), key).expect("signer"), der }
+        Ca::new(name)
     }
 
     fn leaf(ca: &Ca, name: &str, serial: u64) -> Vec<u8> {
-        let csr = Csr::from_pem(testkit::fixture::csr_pem(name).as_bytes()).expect("csr");
-        let request = CertRequest::from_csr(Certname::parse(name).expect("name"), &csr);
-        let validity = Validity::puppet(OffsetDateTime::now_utc(), issue::DEFAULT_CERT_TTL);
-        ca.signer.issue(&request, Serial::new(serial), validity).expect("issue").der
+        ca.leaf(name, serial)
     }
 
     fn crl_of(ca: &Ca, revoked: &[u8]) -> CertificateRevocationListDer<'static> {
-        let now = OffsetDateTime::now_utc();
-        let entries: Vec<crl::RevokedEntry> = revoked
-            .iter()
-            .map(|s| crl::RevokedEntry { serial: vec![*s], revoked_at: now, reason: Some(1) })
-            .collect();
-        crl::build(&ca.signer, &entries, 1, now).expect("crl").into()
+        ca.crl_der(1, OffsetDateTime::now_utc(), revoked).into()
     }
 
     fn bundle(cas: &[&Ca]) -> Vec<CertificateDer<'static>> {
