@@ -229,10 +229,6 @@ mod tests {
     use super::*;
     use crate::test_util::TestCa as Ca;
 
-    fn ca(name: &str) -> Ca {
-        Ca::new(name)
-    }
-
     fn crl_pem(ca: &Ca, number: u64, this_update: OffsetDateTime, revoked: &[u8]) -> Vec<u8> {
         pki::pemfile::encode("X509 CRL", &ca.crl_der(number, this_update, revoked)).into_bytes()
     }
@@ -240,8 +236,8 @@ mod tests {
     #[test]
     fn fetched_crls_are_checked_before_use() {
         let now = OffsetDateTime::now_utc();
-        let ours = ca("lb.example.com");
-        let theirs = ca("evil.example.com");
+        let ours = Ca::new("lb.example.com");
+        let theirs = Ca::new("evil.example.com");
         let current_pem = crl_pem(&ours, 5, now, &[2]);
         let current =
             CrlInfo::from_der(&pki::pemfile::blocks(&current_pem, "X509 CRL").expect("pem")[0])

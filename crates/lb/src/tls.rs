@@ -177,10 +177,8 @@ mod tests {
         let chain =
             certificates(&std::fs::read(fx.cert(name)).expect("cert"), "cert").expect("pem");
         let key = private_key(&std::fs::read(fx.key(name)).expect("key")).expect("key pem");
-        let mut roots = RootCertStore::empty();
-        for ca in certificates(&std::fs::read(fx.ca_bundle()).expect("ca"), "ca").expect("pem") {
-            roots.add(ca).expect("root");
-        }
+        let bundle = certificates(&std::fs::read(fx.ca_bundle()).expect("ca"), "ca").expect("pem");
+        let roots = roots(&bundle).expect("roots");
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

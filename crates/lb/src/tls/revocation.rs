@@ -197,14 +197,6 @@ mod tests {
     use crate::test_util::TestCa as Ca;
     use time::OffsetDateTime;
 
-    fn ca(name: &str) -> Ca {
-        Ca::new(name)
-    }
-
-    fn leaf(ca: &Ca, name: &str, serial: u64) -> Vec<u8> {
-        ca.leaf(name, serial)
-    }
-
     fn crl_of(ca: &Ca, revoked: &[u8]) -> CertificateRevocationListDer<'static> {
         ca.crl_der(1, OffsetDateTime::now_utc(), revoked).into()
     }
@@ -215,20 +207,20 @@ mod tests {
 
     #[test]
     fn serials_are_looked_up_in_their_issuers_crl() {
-        let (ours, other) = (ca("Puppet CA: ours"), ca("Puppet CA: other"));
+        let (ours, other) = (Ca::new("Puppet CA: ours"), Ca::new("Puppet CA: other"));
         let revoked = RevokedSerials::verified(&[crl_of(&ours, &[7])], &bundle(&[&ours, &other]))
             .expect("verified");
         let cases: [(&str, Vec<u8>, Result<(), CertificateError>); 5] = [
-            ("revoked", leaf(&ours, "gone.example.com", 7), Err(CertificateError::Revoked)),
-            ("not revoked", leaf(&ours, "web.example.com", 8), Ok(())),
+            ("revoked", ours.leaf("gone.example.com", 7), Err(CertificateError::Revoked)),
+            ("not revoked", ours.leaf("web.example.com", 8), Ok(())),
             // 0x80 takes a sign byte in DER (00 80): no false match on its last byte.
-            ("a serial with a sign byte", leaf(&ours, "db.example.com", 0x80), Ok(())),
+            ("a serial with a sign byte", ours.leaf("db.example.com", 0x80), Ok(())),
             (
                 "an issuer without a CRL",
-                leaf(&other, "web.example.com", 7),
+                other.leaf("web.example.com", 7),
                 Err(CertificateError::UnknownRevocationStatus),
             ),
-            ("a trust anchor of the bundle", other.der.clone(), Ok(())),
+            ("a trust anchor of the bundle", other.der, Ok(())),
         ];
         for (what, der, expected) in cases {
             assert_eq!(revoked.status(&der), expected, "{what}");
@@ -237,39 +229,38 @@ mod tests {
 
     #[test]
     fn a_serial_with_a_sign_byte_is_found_when_revoked() {
-        let ours = ca("Puppet CA: ours");
+        let ours = Ca::new("Puppet CA: ours");
         let revoked = RevokedSerials::verified(&[crl_of(&ours, &[0x80])], &bundle(&[&ours]));
-        let der = leaf(&ours, "web.example.com", 0x80);
+        let der = ours.leaf("web.example.com", 0x80);
         assert_eq!(revoked.expect("verified").status(&der), Err(CertificateError::Revoked));
     }
 
     #[test]
     fn crls_are_refused_unless_their_ca_signed_them_for_all_its_certificates() {
-        let ours = ca("Puppet CA: ours");
+        let ours = Ca::new("Puppet CA: ours");
         // Same name, another key: a forged CRL that would unrevoke everyone.
-        let impostor = ca("Puppet CA: ours");
+        let impostor = Ca::new("Puppet CA: ours");
         let forged = RevokedSerials::verified(&[crl_of(&impostor, &[])], &bundle(&[&ours]));
         assert!(forged.is_err_and(|e| e.to_string().contains("not signed by the CA it names")));
 
-        let mut params = rcgen::CertificateRevocationListParams {
-            this_update: rcgen::date_time_ymd(2026, 1, 1),
-            next_update: rcgen::date_time_ymd(2030, 1, 1),
-            crl_number: rcgen::SerialNumber::from(2u64),
-            issuing_distribution_point: None,
-            revoked_certs: vec![],
-            key_identifier_method: rcgen::KeyIdMethod::Sha256,
-        };
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let issuer_cert = ca_params.self_signed(&key).expect("ca");
         let issuer = rcgen::Issuer::new(ca_params, &key);
-        params.issuing_distribution_point = Some(rcgen::CrlIssuingDistributionPoint {
-            distribution_point: rcgen::CrlDistributionPoint {
-                uris: vec!["http://ca.example.com/part1.crl".into()],
-            },
-            scope: None,
-        });
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2026, 1, 1),
+            next_update: rcgen::date_time_ymd(2030, 1, 1),
+            crl_number: rcgen::SerialNumber::from(2u64),
+            issuing_distribution_point: Some(rcgen::CrlIssuingDistributionPoint {
+                distribution_point: rcgen::CrlDistributionPoint {
+                    uris: vec!["http://ca.example.com/part1.crl".into()],
+                },
+                scope: None,
+            }),
+            revoked_certs: vec![],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
         let partitioned = params.signed_by(&issuer).expect("crl");
         let refused =
             RevokedSerials::verified(&[partitioned.der().clone()], &[issuer_cert.der().clone()]);
@@ -278,9 +269,9 @@ mod tests {
 
     #[test]
     fn a_crl_of_an_outside_ca_is_left_aside() {
-        let (ours, outside) = (ca("Puppet CA: ours"), ca("Some other CA"));
+        let (ours, outside) = (Ca::new("Puppet CA: ours"), Ca::new("Some other CA"));
         let crls = [crl_of(&ours, &[]), crl_of(&outside, &[1])];
         let revoked = RevokedSerials::verified(&crls, &bundle(&[&ours])).expect("verified");
-        assert_eq!(revoked.status(&leaf(&ours, "web.example.com", 1)), Ok(()));
+        assert_eq!(revoked.status(&ours.leaf("web.example.com", 1)), Ok(()));
     }
 }
