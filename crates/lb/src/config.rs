@@ -128,6 +128,7 @@ pub struct FileTimeouts {
     pub backend_idle: Option<String>,
     pub handshake: Option<String>,
     pub header_read: Option<String>,
+    pub idle_park: Option<String>,
     pub drain: Option<String>,
 }
 
@@ -250,6 +251,7 @@ impl TryFrom<FileLbConfig> for LbConfig {
                     &t.header_read,
                     serve_defaults.header_read_timeout,
                 )?,
+                idle_park: duration("timeouts.idle_park", &t.idle_park, serve_defaults.idle_park)?,
                 max_connections: file.max_connections.unwrap_or(serve_defaults.max_connections),
                 drain_grace: duration("timeouts.drain", &t.drain, serve_defaults.drain_grace)?,
             },

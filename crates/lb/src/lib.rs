@@ -20,6 +20,7 @@ pub mod crl;
 pub mod headers;
 pub mod health;
 pub mod identity;
+pub mod idle;
 pub mod metrics;
 pub mod pool;
 pub mod probe;

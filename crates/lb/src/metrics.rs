@@ -121,6 +121,8 @@ pub struct Metrics {
     pub handshakes: AtomicU64,
     handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
     pub connections_open: AtomicI64,
+    /// Open connections idle between requests, held without hyper (see [`crate::idle`]).
+    pub connections_parked: AtomicI64,
     pub connections_closed_revoked: AtomicU64,
     pub crl_pulls: AtomicU64,
     pub crl_pull_failures: AtomicU64,
@@ -165,6 +167,13 @@ impl Metrics {
             "Client connections open.",
             "",
             self.connections_open.load(Ordering::Relaxed) as f64,
+        );
+        gauge(
+            &mut out,
+            "crossbar_connections_idle",
+            "Client connections parked: idle longer than timeouts.idle_park, held without HTTP buffers until their next request.",
+            "",
+            self.connections_parked.load(Ordering::Relaxed) as f64,
         );
         counter(
             &mut out,

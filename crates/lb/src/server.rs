@@ -1,30 +1,46 @@
 //! The listener: accept, TLS handshake with the current snapshot, then HTTP/1.1 keep-alive
-//! connections served by the current proxy. Connections whose client certificate a new CRL
-//! revokes are closed; on shutdown the listener stops accepting and drains.
+//! connections served by the current proxy. hyper serves a connection while requests are on
+//! it; once it has been idle for `idle_park` it is parked without hyper and its buffers until
+//! its next request (see [`crate::idle`]). Connections whose client certificate a new CRL revokes are closed; on
+//! shutdown the listener stops accepting and drains.
 
 use std::{
     convert::Infallible,
     future::Future,
     net::SocketAddr,
+    pin::Pin,
     sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
-use hyper::service::service_fn;
+use http::{Request, Response};
+use hyper::{body::Incoming, service::Service};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::{watch, Semaphore},
 };
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{server::TlsStream, TlsAcceptor};
 
-use crate::{identity::ClientIdentity, metrics::HandshakeFailure, proxy::ConnInfo, LbState};
+use crate::{
+    identity::ClientIdentity,
+    idle::{Activity, Tracked, Watched},
+    metrics::{HandshakeFailure, Metrics},
+    proxy::{ClientBody, ConnInfo},
+    tls::TlsSnapshot,
+    LbState,
+};
 
 /// Limits of the listener.
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
     pub handshake_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// How long a client connection stays idle in hyper before it is parked without hyper's
+    /// buffers (see [`crate::idle`]); zero parks it as soon as it is idle. Parking and waking
+    /// cost about as much as a small request, so busy connections are left alone.
+    pub idle_park: Duration,
     pub max_connections: usize,
     /// How long in-flight requests may take to finish after shutdown begins.
     pub drain_grace: Duration,
@@ -35,6 +51,7 @@ impl Default for ServeSettings {
         Self {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(60),
+            idle_park: Duration::from_secs(1),
             max_connections: 50_000,
             drain_grace: Duration::from_secs(30),
         }
@@ -74,6 +91,8 @@ pub async fn serve(
             stopped: stopped.clone(),
             peer,
             handshake_timeout: settings.handshake_timeout,
+            idle_timeout: settings.header_read_timeout,
+            idle_park: settings.idle_park,
         };
         tokio::spawn(async move {
             connection.run(stream).await;
@@ -91,6 +110,11 @@ pub async fn serve(
     };
 }
 
+/// The client stream: TLS over TCP, watched for idleness (see [`crate::idle`]). Boxed: the
+/// TLS state is over a kilobyte, and every future that moves the stream would otherwise hold a
+/// copy of it for the life of the connection.
+type ClientIo = Watched<Box<TlsStream<TcpStream>>>;
+
 /// One client connection.
 struct Connection {
     state: Arc<LbState>,
@@ -98,15 +122,63 @@ struct Connection {
     stopped: watch::Receiver<bool>,
     peer: SocketAddr,
     handshake_timeout: Duration,
+    idle_timeout: Duration,
+    idle_park: Duration,
+}
+
+/// What a connection does after hyper has stopped serving it.
+enum AfterServing {
+    /// hyper went idle and was taken off; the stream waits for the next request.
+    Park(ClientIo, ClientService),
+    /// The connection is done: close the stream (TLS close_notify, then FIN).
+    Close(ClientIo),
+    /// The stream failed; there is nothing left to close cleanly.
+    Gone,
+}
+
+/// Why the connection should be closed, if it should: the listener is stopping, or a new CRL
+/// revokes the client's certificate.
+struct CloseWatch {
+    stopped: watch::Receiver<bool>,
+    snapshots: watch::Receiver<Arc<TlsSnapshot>>,
+    serial: Option<Vec<u8>>,
+    closing: bool,
+}
+
+impl CloseWatch {
+    /// Resolves once the connection must close (and never after that: `closing` stays set).
+    async fn must_close(&mut self, metrics: &Metrics, peer: SocketAddr) {
+        loop {
+            tokio::select! {
+                Ok(()) = self.stopped.changed(), if !self.closing => {
+                    self.closing = true;
+                    return;
+                }
+                Ok(()) = self.snapshots.changed(), if !self.closing && self.serial.is_some() => {
+                    let crl = self.snapshots.borrow_and_update().crl.clone();
+                    if let (Some(crl), Some(serial)) = (crl, self.serial.as_deref()) {
+                        if crl.is_revoked(serial) {
+                            tracing::info!(client = %peer, "closing a live connection: its client certificate is now revoked");
+                            metrics.connections_closed_revoked.fetch_add(1, Ordering::Relaxed);
+                            self.closing = true;
+                            return;
+                        }
+                    }
+                }
+                else => std::future::pending::<()>().await,
+            }
+        }
+    }
 }
 
 impl Connection {
-    async fn run(mut self, stream: TcpStream) {
+    async fn run(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let acceptor = TlsAcceptor::from(self.state.tls().current().config.clone());
-        let tls_stream = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream))
-            .await
-        {
+        // Boxed, like `serve` below: a task's future is as large as the largest state it can be
+        // in, and a parked connection should not pay for the handshake's or hyper's.
+        let accept = Box::pin(async move { acceptor.accept(stream).await.map(Box::new) });
+        let tls_stream = match tokio::time::timeout(self.handshake_timeout, accept).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 return self
@@ -117,63 +189,188 @@ impl Connection {
         let metrics = &self.state.metrics;
         metrics.handshakes.fetch_add(1, Ordering::Relaxed);
         metrics.connections_open.fetch_add(1, Ordering::Relaxed);
-        let leaf = tls_stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.as_ref().to_vec());
+        let leaf = tls_stream.get_ref().1.peer_certificates().and_then(|c| c.first());
         let info = Arc::new(ConnInfo {
             peer: self.peer,
-            identity: ClientIdentity::from_peer(leaf.as_deref()),
+            identity: ClientIdentity::from_peer(leaf.map(|c| c.as_ref())),
         });
         let serial = match &info.identity {
             ClientIdentity::Verified(client) => Some(client.serial.clone()),
             ClientIdentity::Anonymous => None,
         };
-        let state = self.state.clone();
-        // Boxed: hyper keeps a slot the size of the service's future for the whole life of a
-        // connection; a box keeps an idle connection's share to a pointer (the request future
-        // is several KiB) and costs one allocation per request.
-        let service = service_fn(move |request| {
-            let proxy = state.proxy();
-            let info = info.clone();
-            Box::pin(async move { Ok::<_, Infallible>(proxy.handle(request, &info).await) })
-        });
-        let connection = self.http.serve_connection(TokioIo::new(tls_stream), service);
-        tokio::pin!(connection);
-        let mut snapshots = self.state.snapshots();
-        let mut closing = false;
+        let activity = Arc::new(Activity::default());
+        let service = ClientService { state: self.state.clone(), info, activity: activity.clone() };
+        let mut watch = CloseWatch {
+            stopped: self.stopped.clone(),
+            snapshots: self.state.snapshots(),
+            serial,
+            closing: false,
+        };
+        // The client speaks first: right after the handshake its first request is usually
+        // already here, so hyper takes the connection at once.
+        let mut next =
+            Box::pin(self.serve(Watched::new(tls_stream, activity), service, &mut watch)).await;
         loop {
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(client = %self.peer, error = %e, "client connection ended with an error");
-                    }
+            next = match next {
+                AfterServing::Park(io, service) => match self.park(io, &mut watch).await {
+                    Some(io) => Box::pin(self.serve(io, service, &mut watch)).await,
+                    None => break,
+                },
+                AfterServing::Close(mut io) => {
+                    let _ = tokio::time::timeout(CLOSE_NOTIFY_TIMEOUT, io.shutdown()).await;
                     break;
                 }
-                Ok(()) = self.stopped.changed(), if !closing => {
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-                Ok(()) = snapshots.changed(), if !closing && serial.is_some() => {
-                    let crl = snapshots.borrow_and_update().crl.clone();
-                    if let (Some(crl), Some(serial)) = (crl, serial.as_deref()) {
-                        if crl.is_revoked(serial) {
-                            tracing::info!(client = %self.peer, "closing a live connection: its client certificate is now revoked");
-                            metrics.connections_closed_revoked.fetch_add(1, Ordering::Relaxed);
-                            closing = true;
-                            connection.as_mut().graceful_shutdown();
-                        }
-                    }
-                }
-            }
+                AfterServing::Gone => break,
+            };
         }
         metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Serves requests with a new hyper connection until hyper goes idle, the connection ends,
+    /// or `watch` says it must close.
+    async fn serve(
+        &self,
+        io: ClientIo,
+        service: ClientService,
+        watch: &mut CloseWatch,
+    ) -> AfterServing {
+        let activity = service.activity.clone();
+        let mut connection = self.http.serve_connection(TokioIo::new(io), service);
+        let mut went_idle = false;
+        let mut idle_for = IdleTimer::new(self.idle_park);
+        let result = loop {
+            let closing = watch.closing;
+            tokio::select! {
+                result = std::future::poll_fn(|cx| loop {
+                    let polled = connection.poll_without_shutdown(cx);
+                    if polled.is_ready() || went_idle || closing {
+                        return polled;
+                    }
+                    if !activity.is_idle() {
+                        idle_for.stop();
+                        return polled;
+                    }
+                    if idle_for.poll_elapsed(cx).is_pending() {
+                        return polled;
+                    }
+                    // hyper is idle and holds no unsent bytes: a graceful shutdown ends it at
+                    // once, without writing anything (the next poll returns Ready).
+                    went_idle = true;
+                    Pin::new(&mut connection).graceful_shutdown();
+                }) => break result,
+                () = watch.must_close(&self.state.metrics, self.peer), if !closing => {
+                    Pin::new(&mut connection).graceful_shutdown();
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(client = %self.peer, error = %e, "client connection ended with an error");
+            return AfterServing::Gone;
+        }
+        let parts = connection.into_parts();
+        let mut io = parts.io.into_inner();
+        io.rewind(&parts.read_buf);
+        if went_idle && !watch.closing {
+            AfterServing::Park(io, parts.service)
+        } else {
+            AfterServing::Close(io)
+        }
+    }
+
+    /// Holds an idle connection, without hyper, until bytes of its next request arrive. `None`
+    /// when it has been closed instead: idle for too long, closed by the client, or told to
+    /// close by `watch`.
+    async fn park(&self, mut io: ClientIo, watch: &mut CloseWatch) -> Option<ClientIo> {
+        if io.has_read_ahead() {
+            return Some(io);
+        }
+        let metrics = &self.state.metrics;
+        metrics.connections_parked.fetch_add(1, Ordering::Relaxed);
+        let woke = tokio::select! {
+            filled = tokio::time::timeout(self.idle_timeout, io.get_mut().fill_buf()) => match filled {
+                Ok(Ok(bytes)) => !bytes.is_empty(),
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %self.peer, error = %e, "idle client connection failed");
+                    false
+                }
+                Err(_) => {
+                    tracing::debug!(client = %self.peer, "closing a client connection idle for too long");
+                    false
+                }
+            },
+            () = watch.must_close(metrics, self.peer), if !watch.closing => false,
+        };
+        metrics.connections_parked.fetch_sub(1, Ordering::Relaxed);
+        if woke {
+            return Some(io);
+        }
+        let _ = tokio::time::timeout(CLOSE_NOTIFY_TIMEOUT, io.shutdown()).await;
+        None
     }
 
     fn handshake_failed(&self, reason: &str, kind: HandshakeFailure) {
         self.state.metrics.handshake_failed(kind);
         tracing::info!(client = %self.peer, reason, "TLS handshake failed");
+    }
+}
+
+/// How long closing a connection may wait for the TLS close_notify to be written.
+const CLOSE_NOTIFY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The hyper service of one client connection: every request goes through the current proxy,
+/// and its response body carries the request's [`InFlight`] guard.
+#[derive(Clone)]
+struct ClientService {
+    state: Arc<LbState>,
+    info: Arc<ConnInfo>,
+    activity: Arc<Activity>,
+}
+
+impl Service<Request<Incoming>> for ClientService {
+    type Response = Response<Tracked<ClientBody>>;
+    type Error = Infallible;
+    // Boxed: hyper keeps a slot the size of the service's future for the whole life of a
+    // connection; a box keeps an idle connection's share to a pointer (the request future is
+    // several KiB) and costs one allocation per request.
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let proxy = self.state.proxy();
+        let info = self.info.clone();
+        let in_flight = self.activity.start_request();
+        Box::pin(async move {
+            let response = proxy.handle(request, &info).await;
+            Ok(response.map(|body| Tracked::new(body, in_flight)))
+        })
+    }
+}
+
+/// Measures how long hyper has been idle on a connection. Restarting it on every request is
+/// cheap: tokio only moves a pending timer's deadline later, without re-registering it.
+struct IdleTimer {
+    after: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    running: bool,
+}
+
+impl IdleTimer {
+    fn new(after: Duration) -> Self {
+        Self { after, sleep: Box::pin(tokio::time::sleep(after)), running: false }
+    }
+
+    /// Starts the clock if it is not running, and says whether `after` has passed since.
+    fn poll_elapsed(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.after.is_zero() {
+            return std::task::Poll::Ready(());
+        }
+        if !self.running {
+            self.running = true;
+            self.sleep.as_mut().reset(tokio::time::Instant::now() + self.after);
+        }
+        self.sleep.as_mut().poll(cx)
+    }
+
+    fn stop(&mut self) {
+        self.running = false;
     }
 }

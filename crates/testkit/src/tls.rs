@@ -120,6 +120,12 @@ pub fn exchange(
 ) -> Result<Reply, String> {
     stream.write_all(bytes).map_err(|e| e.to_string())?;
     stream.flush().map_err(|e| e.to_string())?;
+    read_reply(stream)
+}
+
+/// Reads exactly one reply from a kept-alive connection (by `Content-Length` or chunked
+/// framing), leaving the connection open.
+pub fn read_reply(stream: &mut StreamOwned<ClientConnection, TcpStream>) -> Result<Reply, String> {
     let mut raw = Vec::new();
     let mut byte = [0u8; 1];
     while !raw.ends_with(b"\r\n\r\n") {

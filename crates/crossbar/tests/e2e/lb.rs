@@ -3,6 +3,7 @@
 //! reload and drain. The same behaviour with real puppetserver compilers is in `compilers.rs`.
 
 use std::{
+    io::Write,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -325,6 +326,104 @@ fn a_live_connection_is_closed_when_its_certificate_is_revoked() {
         metrics.contains("crossbar_tls_handshake_failures_total{reason=\"revoked\"} 1"),
         "{metrics}"
     );
+}
+
+/// The gauge of connections parked between requests, from `/metrics`.
+fn idle_connections(cb: &Crossbar) -> String {
+    let (_, metrics) = admin_get(cb, "/metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("crossbar_connections_idle "))
+        .unwrap_or("missing")
+        .to_owned()
+}
+
+/// An LB that parks connections as soon as they are idle, in front of one stub.
+fn start_parking(fx: &CaFixture, stub: &StubBackend, idle_park: &str) -> Crossbar {
+    start(
+        fx,
+        &format!(
+            "timeouts = {{ idle_park = \"{idle_park}\" }}\n[lb.pools.compilers]\nmembers = [{{ url = \"{}\" }}]\n",
+            stub.url()
+        ),
+    )
+}
+
+#[test]
+fn idle_connections_are_parked_between_requests_and_keep_serving() {
+    let fx = CaFixture::new(KeyAlgorithm::EcP256);
+    let stub = StubBackend::start(Duration::ZERO);
+    let cb = start_parking(&fx, &stub, "0s");
+    let client = TlsClient::new(&fx.ca_bundle(), None);
+    let mut live = client.connect(cb.lb_port()).unwrap();
+    let numbered = |n: u32| format!("GET /echo HTTP/1.1\r\nHost: localhost\r\nX-Seq: {n}\r\n\r\n");
+    let answered = |reply: &Reply, n: u32| {
+        reply.status == 200 && reply.text().to_ascii_lowercase().contains(&format!("x-seq: {n}"))
+    };
+
+    let first = testkit::tls::exchange(&mut live, numbered(1).as_bytes()).unwrap();
+    assert!(answered(&first, 1), "{}", first.text());
+    wait::until_true("the answered connection to be parked", Duration::from_secs(10), || {
+        idle_connections(&cb) == "1"
+    });
+
+    // A parked connection wakes on its next bytes, including a head sent in two writes.
+    let head = numbered(2);
+    let (start, rest) = head.split_at(10);
+    live.write_all(start.as_bytes()).unwrap();
+    live.flush().unwrap();
+    let second = testkit::tls::exchange(&mut live, rest.as_bytes()).unwrap();
+    assert!(answered(&second, 2), "{}", second.text());
+
+    // Pipelined requests, the last one cut short: hyper has read its start when it goes idle
+    // after the fourth answer, and must get those bytes back when the rest arrives.
+    let fifth_head = numbered(5);
+    let (fifth_start, fifth_rest) = fifth_head.split_at(10);
+    let pipelined = [numbered(3).as_str(), numbered(4).as_str(), fifth_start].concat();
+    let third = testkit::tls::exchange(&mut live, pipelined.as_bytes()).unwrap();
+    let fourth = testkit::tls::read_reply(&mut live).unwrap();
+    assert!(answered(&third, 3) && answered(&fourth, 4));
+    let fifth = testkit::tls::exchange(&mut live, fifth_rest.as_bytes()).unwrap();
+    assert!(answered(&fifth, 5), "{}", fifth.text());
+
+    // A request with a body, then the connection parks again.
+    let post =
+        "POST /echo HTTP/1.1\r\nHost: localhost\r\nX-Seq: 6\r\nContent-Length: 5\r\n\r\nhello";
+    let sixth = testkit::tls::exchange(&mut live, post.as_bytes()).unwrap();
+    assert!(answered(&sixth, 6), "{}", sixth.text());
+    wait::until_true("the connection to be parked again", Duration::from_secs(10), || {
+        idle_connections(&cb) == "1"
+    });
+
+    drop(live);
+    wait::until_true("the closed connection to be let go", Duration::from_secs(10), || {
+        idle_connections(&cb) == "0"
+    });
+    let (_, metrics) = admin_get(&cb, "/metrics");
+    assert!(metrics.contains("crossbar_connections_open 0"), "{metrics}");
+}
+
+#[test]
+fn a_connection_is_parked_only_after_it_has_been_idle_for_idle_park() {
+    let fx = CaFixture::new(KeyAlgorithm::EcP256);
+    let stub = StubBackend::start(Duration::ZERO);
+    let cb = start_parking(&fx, &stub, "3s");
+    let client = TlsClient::new(&fx.ca_bundle(), None);
+    let mut live = client.connect(cb.lb_port()).unwrap();
+    let started = Instant::now();
+    let reply = testkit::tls::exchange(&mut live, &testkit::tls::keepalive_get("/x")).unwrap();
+    assert_eq!(reply.status, 200);
+    let early = idle_connections(&cb);
+    // Only meaningful if this thread was not stalled for the whole delay.
+    if started.elapsed() < Duration::from_secs(2) {
+        assert_eq!(early, "0", "parked before idle_park had passed");
+    }
+    wait::until_true("the idle connection to be parked", Duration::from_secs(15), || {
+        idle_connections(&cb) == "1"
+    });
+    assert!(started.elapsed() >= Duration::from_secs(3), "parked after {:?}", started.elapsed());
+    let reply = testkit::tls::exchange(&mut live, &testkit::tls::keepalive_get("/x")).unwrap();
+    assert_eq!(reply.status, 200, "and it serves again once woken");
 }
 
 #[test]
