@@ -379,12 +379,14 @@ def main():
     parser.add_argument("--crossbar", default=str(ROOT / "target/release/crossbar"), help="the crossbar binary (default: the release build)")
     parser.add_argument("--out", default=str(ROOT / "bench/results"), help="where results go (not in --smoke)")
     args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "bench"))
+    import report
+    if not args.smoke and not report.can_chart():
+        sys.exit(f"bench: {sys.executable} has no matplotlib for the chart: run ./scripts/install-deps.sh --chart, then bench/bench.py as it is (its interpreter is /usr/bin/python3)")
     results = Bench(args).all()
     if args.smoke:
         print(json.dumps({"smoke": "ok", "peers": list(results["lbs"]), "storm": list(results["storm"])}))
         return
-    sys.path.insert(0, str(ROOT / "bench"))
-    import report
     report.write(results, Path(args.out))
 
 

@@ -1,4 +1,6 @@
-"""Writes a benchmark's results: <date>.md (tables, machine, commands), <date>.json, <date>.png."""
+#!/usr/bin/python3
+"""Writes a benchmark's results: <date>.md (tables, machine, commands), <date>.json, <date>.png.
+Run alone on a results JSON file, writes its .md and .png again."""
 import datetime, json
 from pathlib import Path
 
@@ -127,7 +129,12 @@ def chart(results, path):
     except ImportError:
         return False
     lines = rows(results)
-    fig, axes = plt.subplots(1, len(lines), figsize=(4 * len(lines), 4))
+    cols = 4
+    grid = (len(lines) + cols - 1) // cols
+    fig, axes = plt.subplots(grid, cols, figsize=(4 * cols, 4 * grid), squeeze=False)
+    axes = axes.flatten()
+    for ax in axes[len(lines):]:
+        ax.axis("off")
     for ax, (label, unit, higher, values) in zip(axes, lines):
         names = [p for p in PEERS if p in values]
         bars = ax.bar(names, [values[n] for n in names], color=["#d62728" if n == "crossbar" else "#7f7f7f" for n in names])
@@ -140,12 +147,41 @@ def chart(results, path):
     return True
 
 
+def can_chart():
+    try:
+        import matplotlib  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def free_stem(out_dir, date):
+    """<date>, or <date>-2, -3…: a second run on the same day does not overwrite the first."""
+    stem, n = out_dir / date, 1
+    while stem.with_suffix(".json").exists():
+        n += 1
+        stem = out_dir / f"{date}-{n}"
+    return stem
+
+
+def render(results, stem):
+    """<stem>.md and <stem>.png from the results."""
+    png = Path(f"{stem}.png")
+    has_png = chart(results, png)
+    Path(f"{stem}.md").write_text(markdown(results, stem.name, png.name if has_png else None))
+    print(f"{stem}.md" + ("" if has_png else " (no chart: matplotlib is missing)"))
+
+
 def write(results, out_dir):
     out_dir.mkdir(parents=True, exist_ok=True)
-    date = datetime.date.today().isoformat()
-    stem = out_dir / date
-    (stem.with_suffix(".json")).write_text(json.dumps(results, indent=1))
-    png = stem.with_suffix(".png")
-    has_png = chart(results, png)
-    (stem.with_suffix(".md")).write_text(markdown(results, date, png.name if has_png else None))
-    print(stem.with_suffix(".md"))
+    stem = free_stem(out_dir, datetime.date.today().isoformat())
+    Path(f"{stem}.json").write_text(json.dumps(results, indent=1))
+    render(results, stem)
+
+
+if __name__ == "__main__":
+    # bench/report.py results/<run>.json: writes <run>.md and <run>.png again from the data.
+    import sys
+    for arg in sys.argv[1:]:
+        path = Path(arg)
+        render(json.loads(path.read_text()), path.with_suffix(""))
