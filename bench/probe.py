@@ -1,0 +1,160 @@
+#!/usr/bin/python3
+"""Single measurements behind the profiling notes in bench/results/, one LB at a time, with CPU
+accounted per process. They reuse the certificates of a full run: first
+`bench/bench.py --work DIR` (or `--smoke --work DIR` for 40 agents), then
+
+    bench/probe.py DIR memory BIN 10000          # PSS of one crossbar LB holding N idle agents
+    bench/probe.py DIR throughput BIN 10 crossbar haproxy   # kept-alive, CPU µs per request of
+                                                 # the LB, the stubs and the simulator
+    bench/probe.py DIR handshakes BIN ec 10      # new handshakes (rsa|ec LB key), CPU ms each
+    bench/probe.py DIR storm BIN 2000            # bootstrap storm through crossbar's LB and CA
+
+BIN is a crossbar binary (e.g. target/release/crossbar). `PERF=1` records `perf` of the LB (of
+the CA for `storm`) into /tmp/probe.perf. Timing here is for understanding, not for claims:
+the comparisons that count are bench.py's, all LBs in one run."""
+import json, os, resource, shutil, signal, subprocess, sys, time, urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402
+
+PEER_CONF = Path(__file__).resolve().parent / "peers"
+
+
+class Probe:
+    def __init__(self, work, binary):
+        self.w, self.xb, self.procs = Path(work), binary, []
+
+    def start(self, argv, out=False, env=None):
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE if out else subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, start_new_session=True, env=env)
+        self.procs.append(p)
+        return p
+
+    def stop_all(self):
+        for p in self.procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def stubs(self, *extra):
+        procs, addrs = [], []
+        for _ in range(2):
+            p = self.start([self.xb, "stub-compiler", *extra], out=True)
+            procs.append(p)
+            addrs.append(p.stdout.readline().strip().rsplit("//", 1)[1])
+        return procs, addrs
+
+    def lb(self, kind, key, stubs, admin=None):
+        port = bench.free_port()
+        w = self.w
+        values = dict(work=w, port=port, lb_cert=f"{w}/lb-{key}/lb-{key}.example.com.pem", lb_key=f"{w}/lb-{key}/lb-{key}.example.com.key", lb_pem=f"{w}/lb-{key}/haproxy.pem", ca_bundle=f"{w}/ca/ca_crt.pem", crl=f"{w}/ca/ca_crl.pem", stub1=stubs[0], stub2=stubs[1], ca=stubs[0])
+        template = {"crossbar": "crossbar.toml", "haproxy": "haproxy.cfg", "nginx": "nginx.conf"}[kind]
+        text = (PEER_CONF / template).read_text().format(**values)
+        if admin:
+            text = text.replace("max_connections = 40000", f'max_connections = 40000\nadmin_listen = "127.0.0.1:{admin}"')
+        conf = Path(f"/tmp/probe-{kind}.conf")
+        conf.write_text(text)
+        argv = {"crossbar": [self.xb, "serve", "--config", str(conf)], "haproxy": ["/usr/sbin/haproxy", "-f", str(conf), "-db"], "nginx": ["/usr/sbin/nginx", "-c", str(conf)]}[kind]
+        proc = self.start(argv)
+        bench.wait_port(port, 300)
+        return proc, f"127.0.0.1:{port}"
+
+    def perf(self, pid):
+        if not os.environ.get("PERF"):
+            return None
+        return subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "1000", "--call-graph", "dwarf,16384", "-p", str(pid), "-o", "/tmp/probe.perf"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def memory(self, agents):
+        _, stubs = self.stubs()
+        admin = bench.free_port()
+        lb, addr = self.lb("crossbar", "rsa", stubs, admin=admin)
+        base = bench.pss_kib([lb.pid])
+        sim = subprocess.Popen([self.xb, "sim", "hold", "--lb", addr, "--certs", str(self.w / "agents"), "--agents", agents, "--duration", "60s"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = sim.stdout.readline().strip()
+        time.sleep(2)  # as bench.py: let the last connections go idle
+        pss = bench.pss_kib([lb.pid])
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics").read().decode()
+        gauges = [m for m in metrics.splitlines() if m.startswith(("crossbar_connections_open", "crossbar_connections_idle"))]
+        sim.send_signal(signal.SIGTERM)
+        sim.wait()
+        print(f"{line}: PSS {pss / 1024:.1f} MiB ({(pss - base) / int(agents):.1f} KiB per connection over {base / 1024:.1f} MiB at rest); {'; '.join(gauges)}")
+
+    def throughput(self, seconds, kinds):
+        stub_procs, stubs = self.stubs()
+        for kind in kinds:
+            lb, addr = self.lb(kind, "rsa", stubs)
+            time.sleep(0.5)
+            lb_pids = bench.tree(lb.pid)
+            machine0 = [float(x) for x in open("/proc/stat").readline().split()[1:]]
+            l0, s0 = bench.cpu_seconds(lb_pids), bench.cpu_seconds([p.pid for p in stub_procs])
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            recorder = self.perf(lb.pid)
+            subprocess.run([self.xb, "sim", "throughput", "--lb", addr, "--certs", str(self.w / "agents"), "--agents", "32", "--connections", "32", "--duration", seconds, "--json", "/tmp/probe.json"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            l, s = bench.cpu_seconds(lb_pids) - l0, bench.cpu_seconds([p.pid for p in stub_procs]) - s0
+            sim = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+            machine = [b - a for a, b in zip(machine0, [float(x) for x in open("/proc/stat").readline().split()[1:]])]
+            if recorder:
+                recorder.send_signal(signal.SIGINT)
+                recorder.wait()
+            r = json.load(open("/tmp/probe.json"))
+            n = max(r["requests_ok"], 1)
+            print(f"{kind:9s} {r['requests_per_second']:7.0f} req/s; CPU µs per request: LB {l / n * 1e6:5.1f}, stubs {s / n * 1e6:5.1f}, simulator {sim / n * 1e6:5.1f}, total {(l + s + sim) / n * 1e6:5.1f}; machine idle {100 * (machine[3] + machine[4]) / sum(machine):.1f}%, failed {r['requests_failed']}")
+            os.killpg(lb.pid, signal.SIGTERM)
+            lb.wait(timeout=30)
+
+    def handshakes(self, key, seconds):
+        stub_procs, stubs = self.stubs()
+        lb, addr = self.lb("crossbar", key, stubs)
+        l0, s0 = bench.cpu_seconds([lb.pid]), bench.cpu_seconds([p.pid for p in stub_procs])
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        recorder = self.perf(lb.pid)
+        subprocess.run([self.xb, "sim", "handshakes", "--lb", addr, "--certs", str(self.w / "agents"), "--agents", "500", "--concurrency", "32", "--duration", seconds, "--json", "/tmp/probe.json"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        l, s = bench.cpu_seconds([lb.pid]) - l0, bench.cpu_seconds([p.pid for p in stub_procs]) - s0
+        sim = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+        if recorder:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait()
+        r = json.load(open("/tmp/probe.json"))
+        n = max(r["handshakes"], 1)
+        print(f"{r['handshakes_per_second']:.0f} handshakes/s; CPU ms per handshake: LB {l / n * 1000:.2f}, simulator {sim / n * 1000:.2f}, stubs {s / n * 1000:.2f}; failed {r['requests_failed']}")
+
+    def storm(self, agents):
+        d = Path("/tmp/probe-storm-ca")
+        shutil.rmtree(d, ignore_errors=True)
+        subprocess.run([self.xb, "ca", "setup", "--cadir", str(d), "--ca-name", "storm.example.com"], check=True, capture_output=True)
+        conf = Path("/tmp/probe-storm-ca.toml")
+        conf.write_text(f'[ca]\nlisten = "127.0.0.1:0"\ncadir = "{d}"\nautosign = true\n[log]\nlevel = "warn"\n')
+        ca = self.start([self.xb, "serve", "--config", str(conf)], out=True)
+        ca_addr = ca.stdout.readline().strip().rsplit("//", 1)[1]
+        lb, addr = self.lb("crossbar", "ec", [ca_addr, ca_addr])
+        c0 = {"ca": bench.cpu_seconds([ca.pid]), "lb": bench.cpu_seconds([lb.pid])}
+        machine0 = [float(x) for x in open("/proc/stat").readline().split()[1:]]
+        recorder = self.perf(ca.pid)
+        subprocess.run([self.xb, "sim", "bootstrap", "--lb", addr, "--cacert", str(self.w / "ca/ca_crt.pem"), "--agents", agents, "--concurrency", "32", "--json", "/tmp/probe.json"], check=True, capture_output=True)
+        used = {"ca": bench.cpu_seconds([ca.pid]) - c0["ca"], "lb": bench.cpu_seconds([lb.pid]) - c0["lb"]}
+        machine = [b - a for a, b in zip(machine0, [float(x) for x in open("/proc/stat").readline().split()[1:]])]
+        if recorder:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait()
+        r = json.load(open("/tmp/probe.json"))
+        n = max(r["runs"], 1)
+        print(f"{(r['runs'] - r['runs_failed']) / r['seconds']:.1f} agents/s over {r['seconds']:.1f} s; CPU ms per bootstrap: CA {used['ca'] / n * 1000:.2f}, LB {used['lb'] / n * 1000:.2f}; machine idle {100 * (machine[3] + machine[4]) / sum(machine):.1f}% (the window includes making the CSRs); failed {r['runs_failed']}")
+
+
+def main():
+    if len(sys.argv) < 4:
+        sys.exit(__doc__)
+    bench.raise_fd_limit()
+    work, what, binary, rest = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+    probe = Probe(work, binary)
+    try:
+        {"memory": lambda: probe.memory(*rest), "throughput": lambda: probe.throughput(rest[0], rest[1:] or ["crossbar"]), "handshakes": lambda: probe.handshakes(*rest), "storm": lambda: probe.storm(*rest)}[what]()
+    finally:
+        probe.stop_all()
+
+
+if __name__ == "__main__":
+    main()
