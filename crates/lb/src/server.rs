@@ -60,6 +60,12 @@ impl Default for ServeSettings {
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and waits up to
 /// `drain_grace` for open requests to finish.
+///
+/// Client connections are served by one thread per core, each with its own single-threaded
+/// tokio runtime accepting on a duplicate of the listener (see [`worker_count`]): a connection,
+/// its requests and the backend connections it uses stay on one thread, as in HAProxy, so no
+/// request waits for another thread to be woken. Background work (health checks, CRL pulls,
+/// reloads, the admin listener) stays on the caller's runtime.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<LbState>,
@@ -67,18 +73,109 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop, stopped) = watch::channel(false);
+    let (finish, finished) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(e) => return tracing::error!(error = %e, "cannot hand the listener to the workers"),
+    };
+    let mut workers = Vec::new();
+    for index in 0..worker_count() {
+        let worker = Worker {
+            listener: match listener.try_clone() {
+                Ok(clone) => clone,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot duplicate the listener for a worker");
+                    break;
+                }
+            },
+            state: state.clone(),
+            settings: settings.clone(),
+            stopped: stopped.clone(),
+            finished: finished.clone(),
+            slots: slots.clone(),
+        };
+        match std::thread::Builder::new().name(format!("lb-worker-{index}")).spawn(|| worker.run())
+        {
+            Ok(handle) => workers.push(handle),
+            Err(e) => tracing::error!(error = %e, "cannot start an LB worker thread"),
+        }
+    }
+    drop(listener);
+    shutdown.await;
+    let open = settings.max_connections - slots.available_permits();
+    tracing::info!(open, grace = ?settings.drain_grace, "stopped accepting; draining open connections");
+    let _ = stop.send(true);
+    let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
+    match tokio::time::timeout(settings.drain_grace, slots.acquire_many(all)).await {
+        Ok(_) => tracing::info!("all connections drained"),
+        Err(_) => tracing::warn!("drain grace period over; closing the remaining connections"),
+    };
+    let _ = finish.send(true);
+    let _ = tokio::task::spawn_blocking(move || {
+        for worker in workers {
+            let _ = worker.join();
+        }
+    })
+    .await;
+}
+
+/// How many worker threads serve clients: one per core the process may use.
+fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// One worker thread: accepts on its duplicate of the listener and serves what it accepts.
+struct Worker {
+    listener: std::net::TcpListener,
+    state: Arc<LbState>,
+    settings: ServeSettings,
+    stopped: watch::Receiver<bool>,
+    finished: watch::Receiver<bool>,
+    slots: Arc<Semaphore>,
+}
+
+impl Worker {
+    fn run(self) {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => return tracing::error!(error = %e, "cannot start an LB worker's runtime"),
+        };
+        runtime.block_on(async move {
+            let mut finished = self.finished.clone();
+            match TcpListener::from_std(self.listener) {
+                Ok(listener) => {
+                    accept(listener, self.state, self.settings, self.stopped, self.slots).await;
+                }
+                Err(e) => tracing::error!(error = %e, "an LB worker cannot listen"),
+            }
+            // Keep serving the connections this worker holds until the drain is over.
+            let _ = finished.wait_for(|done| *done).await;
+        });
+    }
+}
+
+/// Accepts and spawns connections until `stopped` turns true.
+async fn accept(
+    listener: TcpListener,
+    state: Arc<LbState>,
+    settings: ServeSettings,
+    stopped: watch::Receiver<bool>,
+    slots: Arc<Semaphore>,
+) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .keep_alive(true);
-    tokio::pin!(shutdown);
+    let mut stop = stopped.clone();
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { break };
         let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
+            _ = stop.wait_for(|stop| *stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
+                // Another worker took the connection first.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     continue;
@@ -99,15 +196,6 @@ pub async fn serve(
             drop(slot);
         });
     }
-    drop(listener);
-    let open = settings.max_connections - slots.available_permits();
-    tracing::info!(open, grace = ?settings.drain_grace, "stopped accepting; draining open connections");
-    let _ = stop.send(true);
-    let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
-    match tokio::time::timeout(settings.drain_grace, slots.acquire_many(all)).await {
-        Ok(_) => tracing::info!("all connections drained"),
-        Err(_) => tracing::warn!("drain grace period over; closing the remaining connections"),
-    };
 }
 
 /// The client stream: TLS over TCP, watched for idleness (see [`crate::idle`]). Boxed: the

@@ -9,6 +9,7 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
+    thread::ThreadId,
     time::{Duration, Instant},
 };
 
@@ -86,7 +87,15 @@ pub struct Upstream {
     url: String,
     authority: String,
     settings: UpstreamSettings,
-    idle: Mutex<Vec<(SendRequest<UpstreamBody>, Instant)>>,
+    idle: Mutex<Vec<Idle>>,
+}
+
+/// A pooled connection, and the thread whose runtime drives it: connections are only reused
+/// on that thread (see [`crate::server::serve`]), and `max_idle` counts per thread.
+struct Idle {
+    sender: SendRequest<UpstreamBody>,
+    since: Instant,
+    home: ThreadId,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -171,9 +180,15 @@ impl Upstream {
         }
     }
 
+    /// The most recently used idle connection of this thread.
     async fn take_idle(&self) -> Option<SendRequest<UpstreamBody>> {
+        let here = std::thread::current().id();
         loop {
-            let (mut sender, since) = self.idle.lock().ok()?.pop()?;
+            let Idle { mut sender, since, .. } = {
+                let mut idle = self.idle.lock().ok()?;
+                let mine = idle.iter().rposition(|c| c.home == here)?;
+                idle.remove(mine)
+            };
             if since.elapsed() >= self.settings.idle_timeout || sender.is_closed() {
                 continue;
             }
@@ -183,13 +198,15 @@ impl Upstream {
         }
     }
 
-    fn put_idle(&self, sender: SendRequest<UpstreamBody>) {
+    fn put_idle(&self, sender: SendRequest<UpstreamBody>, home: ThreadId) {
         if sender.is_closed() {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < self.settings.max_idle {
-                idle.push((sender, Instant::now()));
+            let timeout = self.settings.idle_timeout;
+            idle.retain(|c| c.since.elapsed() < timeout && !c.sender.is_closed());
+            if idle.iter().filter(|c| c.home == home).count() < self.settings.max_idle {
+                idle.push(Idle { sender, since: Instant::now(), home });
             }
         }
     }
@@ -256,14 +273,18 @@ pub type OnDone = Box<dyn FnOnce(u64, bool) + Send + Sync>;
 /// A backend response body that returns its connection to the pool at its end.
 pub struct PooledBody {
     inner: Incoming,
-    reuse: Option<(SendRequest<UpstreamBody>, Arc<Upstream>)>,
+    /// The connection to give back, with the thread that drives it (where the response
+    /// started: the exchange and its connection run on one thread).
+    reuse: Option<(SendRequest<UpstreamBody>, ThreadId, Arc<Upstream>)>,
     bytes: u64,
     on_done: Option<OnDone>,
 }
 
 impl PooledBody {
     fn new(inner: Incoming, sender: SendRequest<UpstreamBody>, upstream: Arc<Upstream>) -> Self {
-        let mut body = Self { inner, reuse: Some((sender, upstream)), bytes: 0, on_done: None };
+        let home = std::thread::current().id();
+        let mut body =
+            Self { inner, reuse: Some((sender, home, upstream)), bytes: 0, on_done: None };
         if body.inner.is_end_stream() {
             body.release();
         }
@@ -287,8 +308,8 @@ impl PooledBody {
     }
 
     fn release(&mut self) {
-        if let Some((sender, upstream)) = self.reuse.take() {
-            upstream.put_idle(sender);
+        if let Some((sender, home, upstream)) = self.reuse.take() {
+            upstream.put_idle(sender, home);
         }
     }
 
@@ -360,5 +381,60 @@ mod tests {
         assert!(ok("http://127.0.0.1:8141/puppet").is_err());
         assert!(ok("127.0.0.1:8141").is_err());
         assert!(ok("").is_err());
+    }
+
+    /// One GET through the pool, its body read to the end (which gives the connection back).
+    async fn get(upstream: &Arc<Upstream>) -> http::StatusCode {
+        use http_body_util::BodyExt;
+        let request = Request::get(format!("{}/x", upstream.url()))
+            .body(Either::Right(Empty::new()))
+            .expect("a valid request");
+        let response = upstream.send(request).await.expect("the stub answers");
+        let status = response.status();
+        response.into_body().collect().await.expect("the whole body");
+        status
+    }
+
+    fn on_own_runtime<T: Send + 'static>(
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(work)
+        })
+    }
+
+    #[test]
+    fn idle_connections_are_reused_on_the_thread_that_drives_them_only() {
+        let stub = testkit::stub::StubBackend::start(Duration::ZERO);
+        let upstream = Arc::new(
+            Upstream::new(&stub.url(), UpstreamSettings::default()).expect("a member URL"),
+        );
+        // The first thread keeps its runtime, and so its pooled connection, alive until told.
+        let (done, first_done) = std::sync::mpsc::channel();
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        let first = upstream.clone();
+        let first = on_own_runtime(async move {
+            assert_eq!(get(&first).await, 200);
+            assert_eq!(get(&first).await, 200);
+            done.send(()).expect("the test waits");
+            let _ = finished.await;
+        });
+        first_done.recv().expect("the first thread's requests");
+        assert_eq!(stub.connections(), 1, "the second request reused the first's connection");
+        let second = upstream;
+        on_own_runtime(async move { assert_eq!(get(&second).await, 200) })
+            .join()
+            .expect("the second thread's request");
+        assert_eq!(
+            stub.connections(),
+            2,
+            "another thread does not take a connection the first thread's runtime drives"
+        );
+        let _ = finish.send(());
+        first.join().expect("the first thread ends");
     }
 }

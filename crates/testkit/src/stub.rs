@@ -26,6 +26,7 @@ struct Counters {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     served: AtomicUsize,
+    connections: AtomicUsize,
 }
 
 impl StubBackend {
@@ -37,6 +38,7 @@ impl StubBackend {
         let shared = counters.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
+                shared.connections.fetch_add(1, Ordering::SeqCst);
                 let counters = shared.clone();
                 std::thread::spawn(move || serve(stream, addr, delay, &counters));
             }
@@ -56,6 +58,11 @@ impl StubBackend {
     /// Makes `/status/v1/simple` answer 503 `stopping` (or `running` again).
     pub fn set_healthy(&self, healthy: bool) {
         self.counters.unhealthy.store(!healthy, Ordering::SeqCst);
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.counters.connections.load(Ordering::SeqCst)
     }
 
     /// Requests answered (health checks excluded).
