@@ -9,7 +9,10 @@ use std::{
     future::Future,
     net::SocketAddr,
     pin::Pin,
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -19,7 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::{watch, Semaphore},
+    sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore},
 };
 use tokio_rustls::{server::TlsStream, TlsAcceptor};
 
@@ -62,10 +65,12 @@ impl Default for ServeSettings {
 /// `drain_grace` for open requests to finish.
 ///
 /// Client connections are served by one thread per core, each with its own single-threaded
-/// tokio runtime accepting on a duplicate of the listener (see [`worker_count`]): a connection,
-/// its requests and the backend connections it uses stay on one thread, as in HAProxy, so no
-/// request waits for another thread to be woken. Background work (health checks, CRL pulls,
-/// reloads, the admin listener) stays on the caller's runtime.
+/// tokio runtime (see [`worker_count`]): a connection, its requests and the backend connections
+/// it uses stay on one thread, as in HAProxy, so no request waits for another thread to be
+/// woken. This task accepts and hands each connection to the worker holding the fewest
+/// (kept-alive connections are long-lived, so balancing them at accept time matters).
+/// Background work (health checks, CRL pulls, reloads, the admin listener) stays on the
+/// caller's runtime.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<LbState>,
@@ -75,34 +80,41 @@ pub async fn serve(
     let (stop, stopped) = watch::channel(false);
     let (finish, finished) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(settings.max_connections));
-    let listener = match listener.into_std() {
-        Ok(listener) => listener,
-        Err(e) => return tracing::error!(error = %e, "cannot hand the listener to the workers"),
-    };
     let mut workers = Vec::new();
+    let mut threads = Vec::new();
     for index in 0..worker_count() {
+        let (handoff, incoming) = mpsc::unbounded_channel();
+        let load = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
-            listener: match listener.try_clone() {
-                Ok(clone) => clone,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot duplicate the listener for a worker");
-                    break;
-                }
-            },
+            incoming,
+            load: load.clone(),
             state: state.clone(),
             settings: settings.clone(),
             stopped: stopped.clone(),
             finished: finished.clone(),
-            slots: slots.clone(),
         };
         match std::thread::Builder::new().name(format!("lb-worker-{index}")).spawn(|| worker.run())
         {
-            Ok(handle) => workers.push(handle),
+            Ok(thread) => {
+                threads.push(thread);
+                workers.push(WorkerHandle { handoff, load });
+            }
             Err(e) => tracing::error!(error = %e, "cannot start an LB worker thread"),
         }
     }
+    tokio::pin!(shutdown);
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { break };
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted.and_then(|(stream, peer)| Ok((stream.into_std()?, peer))) {
+            Ok((stream, peer)) => hand_off(&workers, Accepted { stream, peer, slot }),
+            Err(e) => tracing::warn!(error = %e, "accept failed"),
+        }
+    }
     drop(listener);
-    shutdown.await;
     let open = settings.max_connections - slots.available_permits();
     tracing::info!(open, grace = ?settings.drain_grace, "stopped accepting; draining open connections");
     let _ = stop.send(true);
@@ -112,9 +124,10 @@ pub async fn serve(
         Err(_) => tracing::warn!("drain grace period over; closing the remaining connections"),
     };
     let _ = finish.send(true);
+    drop(workers);
     let _ = tokio::task::spawn_blocking(move || {
-        for worker in workers {
-            let _ = worker.join();
+        for thread in threads {
+            let _ = thread.join();
         }
     })
     .await;
@@ -125,75 +138,86 @@ fn worker_count() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
-/// One worker thread: accepts on its duplicate of the listener and serves what it accepts.
+/// A connection accepted by the listener, on its way to a worker. The slot is given back when
+/// the connection ends.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+}
+
+/// The listener's side of a worker: where to send connections, and how many it holds.
+struct WorkerHandle {
+    handoff: mpsc::UnboundedSender<Accepted>,
+    load: Arc<AtomicUsize>,
+}
+
+/// Gives `accepted` to the worker holding the fewest connections.
+fn hand_off(workers: &[WorkerHandle], accepted: Accepted) {
+    let Some(worker) = workers.iter().min_by_key(|w| w.load.load(Ordering::Relaxed)) else {
+        return tracing::error!("no LB worker is running; dropping a client connection");
+    };
+    worker.load.fetch_add(1, Ordering::Relaxed);
+    if worker.handoff.send(accepted).is_err() {
+        worker.load.fetch_sub(1, Ordering::Relaxed);
+        tracing::error!("an LB worker has stopped; dropping a client connection");
+    }
+}
+
+/// One worker thread: serves the connections the listener hands it.
 struct Worker {
-    listener: std::net::TcpListener,
+    incoming: mpsc::UnboundedReceiver<Accepted>,
+    load: Arc<AtomicUsize>,
     state: Arc<LbState>,
     settings: ServeSettings,
     stopped: watch::Receiver<bool>,
     finished: watch::Receiver<bool>,
-    slots: Arc<Semaphore>,
 }
 
 impl Worker {
-    fn run(self) {
+    fn run(mut self) {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(runtime) => runtime,
             Err(e) => return tracing::error!(error = %e, "cannot start an LB worker's runtime"),
         };
         runtime.block_on(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(self.settings.header_read_timeout)
+                .keep_alive(true);
             let mut finished = self.finished.clone();
-            match TcpListener::from_std(self.listener) {
-                Ok(listener) => {
-                    accept(listener, self.state, self.settings, self.stopped, self.slots).await;
-                }
-                Err(e) => tracing::error!(error = %e, "an LB worker cannot listen"),
+            loop {
+                let accepted = tokio::select! {
+                    accepted = self.incoming.recv() => accepted,
+                    // Keep serving the connections this worker holds until the drain is over.
+                    _ = finished.wait_for(|done| *done) => None,
+                };
+                let Some(Accepted { stream, peer, slot }) = accepted else { break };
+                let stream = match TcpStream::from_std(stream) {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        self.load.fetch_sub(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "an LB worker cannot take a connection");
+                        continue;
+                    }
+                };
+                let connection = Connection {
+                    state: self.state.clone(),
+                    http: http.clone(),
+                    stopped: self.stopped.clone(),
+                    peer,
+                    handshake_timeout: self.settings.handshake_timeout,
+                    idle_timeout: self.settings.header_read_timeout,
+                    idle_park: self.settings.idle_park,
+                };
+                let load = self.load.clone();
+                tokio::spawn(async move {
+                    connection.run(stream).await;
+                    load.fetch_sub(1, Ordering::Relaxed);
+                    drop(slot);
+                });
             }
-            // Keep serving the connections this worker holds until the drain is over.
             let _ = finished.wait_for(|done| *done).await;
-        });
-    }
-}
-
-/// Accepts and spawns connections until `stopped` turns true.
-async fn accept(
-    listener: TcpListener,
-    state: Arc<LbState>,
-    settings: ServeSettings,
-    stopped: watch::Receiver<bool>,
-    slots: Arc<Semaphore>,
-) {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .keep_alive(true);
-    let mut stop = stopped.clone();
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else { break };
-        let (stream, peer) = tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                // Another worker took the connection first.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-        };
-        let connection = Connection {
-            state: state.clone(),
-            http: http.clone(),
-            stopped: stopped.clone(),
-            peer,
-            handshake_timeout: settings.handshake_timeout,
-            idle_timeout: settings.header_read_timeout,
-            idle_park: settings.idle_park,
-        };
-        tokio::spawn(async move {
-            connection.run(stream).await;
-            drop(slot);
         });
     }
 }
@@ -460,5 +484,54 @@ impl IdleTimer {
 
     fn stop(&mut self) {
         self.running = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted(listener: &std::net::TcpListener, slots: &Arc<Semaphore>) -> Accepted {
+        let addr = listener.local_addr().expect("bound");
+        let stream = std::net::TcpStream::connect(addr).expect("loopback connect");
+        let peer = stream.local_addr().expect("connected");
+        let slot = slots.clone().try_acquire_owned().expect("a free slot");
+        Accepted { stream, peer, slot }
+    }
+
+    #[test]
+    fn connections_go_to_the_worker_holding_the_fewest() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let slots = Arc::new(Semaphore::new(8));
+        let (busy_tx, mut busy_rx) = mpsc::unbounded_channel();
+        let (quiet_tx, mut quiet_rx) = mpsc::unbounded_channel();
+        let workers = [
+            WorkerHandle { handoff: busy_tx, load: Arc::new(AtomicUsize::new(3)) },
+            WorkerHandle { handoff: quiet_tx, load: Arc::new(AtomicUsize::new(1)) },
+        ];
+        hand_off(&workers, accepted(&listener, &slots));
+        hand_off(&workers, accepted(&listener, &slots));
+        assert!(quiet_rx.try_recv().is_ok() && quiet_rx.try_recv().is_ok());
+        assert!(busy_rx.try_recv().is_err(), "nothing for the busier worker until loads are even");
+        assert_eq!(workers[1].load.load(Ordering::Relaxed), 3);
+        hand_off(&workers, accepted(&listener, &slots));
+        hand_off(&workers, accepted(&listener, &slots));
+        assert_eq!(
+            (workers[0].load.load(Ordering::Relaxed), workers[1].load.load(Ordering::Relaxed)),
+            (4, 4),
+            "even loads take turns"
+        );
+    }
+
+    #[test]
+    fn a_stopped_worker_drops_the_connection_and_its_count() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let slots = Arc::new(Semaphore::new(1));
+        let (gone, receiver) = mpsc::unbounded_channel();
+        drop(receiver);
+        let workers = [WorkerHandle { handoff: gone, load: Arc::new(AtomicUsize::new(0)) }];
+        hand_off(&workers, accepted(&listener, &slots));
+        assert_eq!(workers[0].load.load(Ordering::Relaxed), 0);
+        assert_eq!(slots.available_permits(), 1, "the connection's slot is given back");
     }
 }
