@@ -1,7 +1,8 @@
-//! The listener: accept, TLS handshake with the current snapshot, then HTTP/1.1 keep-alive
-//! connections served by the current proxy. hyper serves a connection while requests are on
-//! it; once it has been idle for `idle_park` it is parked without hyper and its buffers until
-//! its next request (see [`crate::idle`]). Connections whose client certificate a new CRL revokes are closed; on
+//! The listener: accept, hand the connection to one of the per-core worker threads, TLS
+//! handshake with the current snapshot, then HTTP/1.1 keep-alive connections served by the
+//! current proxy. hyper serves a connection while requests are on it; once it has been idle for
+//! `idle_park` it is parked without hyper and its buffers until its next request (see
+//! [`crate::idle`]). Connections whose client certificate a new CRL revokes are closed; on
 //! shutdown the listener stops accepting and drains.
 
 use std::{
