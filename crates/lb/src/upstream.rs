@@ -203,10 +203,15 @@ impl Upstream {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
-            let timeout = self.settings.idle_timeout;
-            idle.retain(|c| c.since.elapsed() < timeout && !c.sender.is_closed());
-            if idle.iter().filter(|c| c.home == home).count() < self.settings.max_idle {
-                idle.push(Idle { sender, since: Instant::now(), home });
+            let now = Instant::now();
+            let mine = |idle: &[Idle]| idle.iter().filter(|c| c.home == home).count();
+            if mine(&idle) >= self.settings.max_idle {
+                // Full: make room from connections that expired or closed, if any.
+                let timeout = self.settings.idle_timeout;
+                idle.retain(|c| now.duration_since(c.since) < timeout && !c.sender.is_closed());
+            }
+            if mine(&idle) < self.settings.max_idle {
+                idle.push(Idle { sender, since: now, home });
             }
         }
     }
