@@ -81,28 +81,7 @@ pub async fn serve(
     let (stop, stopped) = watch::channel(false);
     let (finish, finished) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(settings.max_connections));
-    let mut workers = Vec::new();
-    let mut threads = Vec::new();
-    for index in 0..worker_count() {
-        let (handoff, incoming) = mpsc::unbounded_channel();
-        let load = Arc::new(AtomicUsize::new(0));
-        let worker = Worker {
-            incoming,
-            load: load.clone(),
-            state: state.clone(),
-            settings: settings.clone(),
-            stopped: stopped.clone(),
-            finished: finished.clone(),
-        };
-        match std::thread::Builder::new().name(format!("lb-worker-{index}")).spawn(|| worker.run())
-        {
-            Ok(thread) => {
-                threads.push(thread);
-                workers.push(WorkerHandle { handoff, load });
-            }
-            Err(e) => tracing::error!(error = %e, "cannot start an LB worker thread"),
-        }
-    }
+    let (workers, threads) = start_workers(&state, &settings, &stopped, &finished);
     tokio::pin!(shutdown);
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { break };
@@ -132,6 +111,37 @@ pub async fn serve(
         }
     })
     .await;
+}
+
+/// Starts [`worker_count`] worker threads; returns how to reach them and their threads.
+fn start_workers(
+    state: &Arc<LbState>,
+    settings: &ServeSettings,
+    stopped: &watch::Receiver<bool>,
+    finished: &watch::Receiver<bool>,
+) -> (Vec<WorkerHandle>, Vec<std::thread::JoinHandle<()>>) {
+    let (mut workers, mut threads) = (Vec::new(), Vec::new());
+    for index in 0..worker_count() {
+        let (handoff, incoming) = mpsc::unbounded_channel();
+        let load = Arc::new(AtomicUsize::new(0));
+        let worker = Worker {
+            incoming,
+            load: load.clone(),
+            state: state.clone(),
+            settings: settings.clone(),
+            stopped: stopped.clone(),
+            finished: finished.clone(),
+        };
+        match std::thread::Builder::new().name(format!("lb-worker-{index}")).spawn(|| worker.run())
+        {
+            Ok(thread) => {
+                threads.push(thread);
+                workers.push(WorkerHandle { handoff, load });
+            }
+            Err(e) => tracing::error!(error = %e, "cannot start an LB worker thread"),
+        }
+    }
+    (workers, threads)
 }
 
 /// How many worker threads serve clients: one per core the process may use.
