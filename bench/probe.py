@@ -65,6 +65,24 @@ class Probe:
             return None
         return subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "1000", "--call-graph", "dwarf,16384", "-p", str(pid), "-o", "/tmp/probe.perf"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def counted(self, sim_args, watched, perf_pid):
+        """Runs `crossbar sim ...sim_args`; returns its report, the CPU seconds each group of
+        `watched` pids (a dict) used meanwhile, the simulator's own, and the machine's idle %."""
+        before = {name: bench.cpu_seconds(pids) for name, pids in watched.items()}
+        machine0 = [float(x) for x in open("/proc/stat").readline().split()[1:]]
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        recorder = self.perf(perf_pid)
+        subprocess.run([self.xb, "sim", *sim_args, "--json", "/tmp/probe.json"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = {name: bench.cpu_seconds(pids) - before[name] for name, pids in watched.items()}
+        used["simulator"] = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+        machine = [b - a for a, b in zip(machine0, [float(x) for x in open("/proc/stat").readline().split()[1:]])]
+        if recorder:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait()
+        idle = 100 * (machine[3] + machine[4]) / sum(machine)
+        return json.load(open("/tmp/probe.json")), used, idle
+
     def memory(self, agents):
         _, stubs = self.stubs()
         admin = bench.free_port()
@@ -85,41 +103,23 @@ class Probe:
         for kind in kinds:
             lb, addr = self.lb(kind, "rsa", stubs)
             time.sleep(0.5)
-            lb_pids = bench.tree(lb.pid)
-            machine0 = [float(x) for x in open("/proc/stat").readline().split()[1:]]
-            l0, s0 = bench.cpu_seconds(lb_pids), bench.cpu_seconds([p.pid for p in stub_procs])
-            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            recorder = self.perf(lb.pid)
-            subprocess.run([self.xb, "sim", "throughput", "--lb", addr, "--certs", str(self.w / "agents"), "--agents", "32", "--connections", "32", "--duration", seconds, "--json", "/tmp/probe.json"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            l, s = bench.cpu_seconds(lb_pids) - l0, bench.cpu_seconds([p.pid for p in stub_procs]) - s0
-            sim = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
-            machine = [b - a for a, b in zip(machine0, [float(x) for x in open("/proc/stat").readline().split()[1:]])]
-            if recorder:
-                recorder.send_signal(signal.SIGINT)
-                recorder.wait()
-            r = json.load(open("/tmp/probe.json"))
+            watched = {"lb": bench.tree(lb.pid), "stubs": [p.pid for p in stub_procs]}
+            args = ["throughput", "--lb", addr, "--certs", str(self.w / "agents"), "--agents", "32", "--connections", "32", "--duration", seconds]
+            r, used, idle = self.counted(args, watched, lb.pid)
             n = max(r["requests_ok"], 1)
-            print(f"{kind:9s} {r['requests_per_second']:7.0f} req/s; CPU µs per request: LB {l / n * 1e6:5.1f}, stubs {s / n * 1e6:5.1f}, simulator {sim / n * 1e6:5.1f}, total {(l + s + sim) / n * 1e6:5.1f}; machine idle {100 * (machine[3] + machine[4]) / sum(machine):.1f}%, failed {r['requests_failed']}")
+            us = {k: v / n * 1e6 for k, v in used.items()}
+            print(f"{kind:9s} {r['requests_per_second']:7.0f} req/s; CPU µs per request: LB {us['lb']:5.1f}, stubs {us['stubs']:5.1f}, simulator {us['simulator']:5.1f}, total {sum(us.values()):5.1f}; machine idle {idle:.1f}%, failed {r['requests_failed']}")
             os.killpg(lb.pid, signal.SIGTERM)
             lb.wait(timeout=30)
 
     def handshakes(self, key, seconds):
         stub_procs, stubs = self.stubs()
         lb, addr = self.lb("crossbar", key, stubs)
-        l0, s0 = bench.cpu_seconds([lb.pid]), bench.cpu_seconds([p.pid for p in stub_procs])
-        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        recorder = self.perf(lb.pid)
-        subprocess.run([self.xb, "sim", "handshakes", "--lb", addr, "--certs", str(self.w / "agents"), "--agents", "500", "--concurrency", "32", "--duration", seconds, "--json", "/tmp/probe.json"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        l, s = bench.cpu_seconds([lb.pid]) - l0, bench.cpu_seconds([p.pid for p in stub_procs]) - s0
-        sim = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
-        if recorder:
-            recorder.send_signal(signal.SIGINT)
-            recorder.wait()
-        r = json.load(open("/tmp/probe.json"))
-        n = max(r["handshakes"], 1)
-        print(f"{r['handshakes_per_second']:.0f} handshakes/s; CPU ms per handshake: LB {l / n * 1000:.2f}, simulator {sim / n * 1000:.2f}, stubs {s / n * 1000:.2f}; failed {r['requests_failed']}")
+        watched = {"lb": [lb.pid], "stubs": [p.pid for p in stub_procs]}
+        args = ["handshakes", "--lb", addr, "--certs", str(self.w / "agents"), "--agents", "500", "--concurrency", "32", "--duration", seconds]
+        r, used, _ = self.counted(args, watched, lb.pid)
+        ms = {k: v / max(r["handshakes"], 1) * 1000 for k, v in used.items()}
+        print(f"{r['handshakes_per_second']:.0f} handshakes/s; CPU ms per handshake: LB {ms['lb']:.2f}, simulator {ms['simulator']:.2f}, stubs {ms['stubs']:.2f}; failed {r['requests_failed']}")
 
     def storm(self, agents):
         d = Path("/tmp/probe-storm-ca")
@@ -130,18 +130,10 @@ class Probe:
         ca = self.start([self.xb, "serve", "--config", str(conf)], out=True)
         ca_addr = ca.stdout.readline().strip().rsplit("//", 1)[1]
         lb, addr = self.lb("crossbar", "ec", [ca_addr, ca_addr])
-        c0 = {"ca": bench.cpu_seconds([ca.pid]), "lb": bench.cpu_seconds([lb.pid])}
-        machine0 = [float(x) for x in open("/proc/stat").readline().split()[1:]]
-        recorder = self.perf(ca.pid)
-        subprocess.run([self.xb, "sim", "bootstrap", "--lb", addr, "--cacert", str(self.w / "ca/ca_crt.pem"), "--agents", agents, "--concurrency", "32", "--json", "/tmp/probe.json"], check=True, capture_output=True)
-        used = {"ca": bench.cpu_seconds([ca.pid]) - c0["ca"], "lb": bench.cpu_seconds([lb.pid]) - c0["lb"]}
-        machine = [b - a for a, b in zip(machine0, [float(x) for x in open("/proc/stat").readline().split()[1:]])]
-        if recorder:
-            recorder.send_signal(signal.SIGINT)
-            recorder.wait()
-        r = json.load(open("/tmp/probe.json"))
+        args = ["bootstrap", "--lb", addr, "--cacert", str(self.w / "ca/ca_crt.pem"), "--agents", agents, "--concurrency", "32"]
+        r, used, idle = self.counted(args, {"ca": [ca.pid], "lb": [lb.pid]}, ca.pid)
         n = max(r["runs"], 1)
-        print(f"{(r['runs'] - r['runs_failed']) / r['seconds']:.1f} agents/s over {r['seconds']:.1f} s; CPU ms per bootstrap: CA {used['ca'] / n * 1000:.2f}, LB {used['lb'] / n * 1000:.2f}; machine idle {100 * (machine[3] + machine[4]) / sum(machine):.1f}% (the window includes making the CSRs); failed {r['runs_failed']}")
+        print(f"{(r['runs'] - r['runs_failed']) / r['seconds']:.1f} agents/s over {r['seconds']:.1f} s; CPU ms per bootstrap: CA {used['ca'] / n * 1000:.2f}, LB {used['lb'] / n * 1000:.2f}; machine idle {idle:.1f}% (the window includes making the CSRs); failed {r['runs_failed']}")
 
 
 def main():
