@@ -152,10 +152,6 @@ impl<T> Watched<T> {
     pub fn get_mut(&mut self) -> &mut T {
         &mut self.inner
     }
-
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
