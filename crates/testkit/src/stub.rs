@@ -1,7 +1,7 @@
 //! A stub backend: a **test double** standing in for a compiler in tests about the LB itself
 //! (the headers a backend receives, overload shedding), never where a test is about Puppet.
 //! HTTP/1.1 with keep-alive, a thread per connection; `/status/v1/simple` answers `running`,
-//! `/echo` answers with the request's headers (one `name: value` per line), anything else
+//! `/echo` answers with the request target (`target: /echo…`) and headers (one `name: value` per line), anything else
 //! answers `stub` after the configured delay.
 
 use std::{
@@ -115,7 +115,7 @@ fn serve(stream: TcpStream, me: SocketAddr, delay: Duration, counters: &Counters
             counters.in_flight.fetch_sub(1, Ordering::SeqCst);
             counters.served.fetch_add(1, Ordering::SeqCst);
             if path.starts_with("/echo") {
-                headers.join("\n")
+                format!("target: {path}\n{}", headers.join("\n"))
             } else {
                 "stub".to_owned()
             }

@@ -5,6 +5,7 @@
 // A panic is a failed test; helpers unwrap freely.
 #![allow(clippy::unwrap_used)]
 
+mod attack;
 mod ca_flows;
 mod compilers;
 mod crash;
