@@ -13,6 +13,10 @@ use x509_parser::{
 
 use crate::{issue::CaSigner, pemfile};
 
+mod chain;
+
+pub use chain::{check_update, verify_chain, ChainError, UpdateError, VerifiedChain};
+
 /// puppetserver's CRL lifetime: five calendar years (we use 5 × 365 days).
 pub const CRL_LIFETIME: Duration = Duration::from_secs(5 * 365 * 86_400);
 

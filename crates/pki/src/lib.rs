@@ -5,7 +5,8 @@
 //! builds CRLs, reads `autosign.conf` globs, `serial` and `inventory.txt` formats, and
 //! describes certificates for the CA API.
 //!
-//! What it does not do: no files, no sockets, no clocks, no async. Callers pass `now` in and
+//! What it does not do: no sockets, no clocks, no async, and no files but one (the proxy
+//! secret's, [`secret::read_secret_file`]). Callers pass `now` in and
 //! store the bytes that come out; the `ca` crate owns storage and HTTP.
 
 pub mod autosign;
@@ -20,6 +21,7 @@ pub mod key;
 pub mod oid;
 pub mod pemfile;
 pub mod policy;
+pub mod secret;
 pub mod serial;
 pub mod timefmt;
 
