@@ -40,12 +40,15 @@ step "the CA, named after the LB as in the seed, and the LB's certificate"
 "$crossbar" ca generate --cadir ca --certname puppetlb.example.com --dns-alt-names localhost,puppet --out tls --ca-admin
 
 step "CA primary and hot standby: two crossbar processes on one CA directory"
+# The secret the LB proves itself with: the CAs believe X-Client-* headers only with it.
+(umask 077; openssl rand -hex 32 > proxy-secret)
 for role in primary standby; do
   cat > "ca-$role.toml" <<TOML
 [ca]
 listen = "127.0.0.1:0"
 cadir = "$demo/ca"
 autosign = "$demo/autosign.conf"
+proxy_secret_file = "$demo/proxy-secret"
 TOML
   "$crossbar" serve --config "ca-$role.toml" > "ca-$role.out" 2> "ca-$role.log" & pids+=($!)
   echo "ca_$role=$!" >> pids
@@ -69,6 +72,7 @@ client_ca = "$demo/ca/ca_crt.pem"
 crl = { pool = "ca", refresh = "2s", cache = "$demo/lb-crl.pem" }
 
 [lb.pools.ca]
+proxy_secret_file = "$demo/proxy-secret"
 members = [ { url = "http://127.0.0.1:$ca1" }, { url = "http://127.0.0.1:$ca2", standby = true } ]
 
 [lb.pools.compilers]

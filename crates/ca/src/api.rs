@@ -82,7 +82,8 @@ pub fn router(state: State) -> Router {
         .merge(health::routes())
         .fallback(|| async { ApiError::NotFound("Not Found".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Bodies are bounded by `extract::LimitedBody`, which drains what it refuses.
+        .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn(puppet_version_header))
         .with_state(state)
 }

@@ -1,9 +1,9 @@
 //! The `[ca]` section: raw serde form, then the checked settings.
 
-use std::{collections::HashSet, net::SocketAddr, path::PathBuf};
+use std::{collections::HashSet, net::SocketAddr, path::PathBuf, time::Duration};
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{de, Deserialize, Deserializer};
 
 use crate::{
     api::AccessPolicy,
@@ -25,7 +25,11 @@ pub struct FileCaConfig {
     pub allow_authorization_extensions: bool,
     #[serde(default)]
     pub allow_duplicate_certs: bool,
-    #[serde(default = "default_trusted_proxies")]
+    /// A file holding the secret LBs send before their `X-Client-*` headers are believed.
+    #[serde(default)]
+    pub proxy_secret_file: Option<PathBuf>,
+    /// When set, LBs must also connect from these networks.
+    #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,
     #[serde(default)]
     pub admin_certnames: Vec<String>,
@@ -37,12 +41,18 @@ pub struct FileCaConfig {
 }
 
 /// `autosign = true | false | "/path" | { policy = "/path", timeout = "30s" }`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum FileAutosign {
     Switch(bool),
     Path(PathBuf),
-    Policy { policy: PathBuf, timeout: Option<String> },
+    Policy(FilePolicy),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePolicy {
+    policy: PathBuf,
+    timeout: Option<String>,
 }
 
 impl Default for FileAutosign {
@@ -51,12 +61,34 @@ impl Default for FileAutosign {
     }
 }
 
-fn default_trusted_proxies() -> Vec<IpNet> {
-    vec![
-        IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST)),
-        IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
-    ]
+/// By hand rather than `untagged`, so that a typo inside the table is reported by name.
+impl<'de> Deserialize<'de> for FileAutosign {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> de::Visitor<'de> for Visit {
+            type Value = FileAutosign;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false, a path, or { policy = \"/path\", timeout = \"30s\" }")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<FileAutosign, E> {
+                Ok(FileAutosign::Switch(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FileAutosign, E> {
+                Ok(FileAutosign::Path(PathBuf::from(v)))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<FileAutosign, A::Error> {
+                FilePolicy::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(FileAutosign::Policy)
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
 }
+
+/// Longest an autosign policy executable may run.
+const MAX_POLICY_TIMEOUT: Duration = Duration::from_secs(600);
+/// Most pending requests a CA can be told to hold.
+const MAX_PENDING: usize = 10_000_000;
 
 /// The checked `[ca]` settings.
 #[derive(Debug, Clone)]
@@ -94,20 +126,36 @@ impl TryFrom<FileCaConfig> for CaConfig {
             FileAutosign::Switch(false) => Autosign::Off,
             FileAutosign::Switch(true) => Autosign::On,
             FileAutosign::Path(path) => Autosign::Path { path, timeout: DEFAULT_POLICY_TIMEOUT },
-            FileAutosign::Policy { policy, timeout } => {
+            FileAutosign::Policy(FilePolicy { policy, timeout }) => {
                 let timeout = match timeout {
                     Some(t) => pki::timefmt::parse_duration(&t)
                         .map_err(|e| err("autosign.timeout", e.to_string()))?,
                     None => DEFAULT_POLICY_TIMEOUT,
                 };
+                if timeout < Duration::from_secs(1) || timeout > MAX_POLICY_TIMEOUT {
+                    return Err(err("autosign.timeout", "must be between 1s and 10m".into()));
+                }
                 Autosign::Policy { path: policy, timeout }
             }
+        };
+        let max_pending_requests =
+            file.max_pending_requests.unwrap_or(CaSettings::default().max_pending_requests);
+        if max_pending_requests == 0 || max_pending_requests > MAX_PENDING {
+            return Err(err(
+                "max_pending_requests",
+                format!("must be between 1 and {MAX_PENDING}"),
+            ));
+        }
+        let proxy_secret = match &file.proxy_secret_file {
+            Some(path) => {
+                Some(pki::secret::read_secret_file(path).map_err(|e| err("proxy_secret_file", e))?)
+            }
+            None => None,
         };
         for name in &file.admin_certnames {
             pki::Certname::parse(name)
                 .map_err(|e| err("admin_certnames", format!("{name:?}: {e}")))?;
         }
-        let defaults = CaSettings::default();
         Ok(Self {
             listen: file.listen,
             cadir: file.cadir,
@@ -119,11 +167,10 @@ impl TryFrom<FileCaConfig> for CaConfig {
                 },
                 cert_ttl,
                 allow_duplicate_certs: file.allow_duplicate_certs,
-                max_pending_requests: file
-                    .max_pending_requests
-                    .unwrap_or(defaults.max_pending_requests),
+                max_pending_requests,
             },
             access: AccessPolicy {
+                proxy_secret,
                 trusted_proxies: file.trusted_proxies,
                 admin_certnames: file.admin_certnames.into_iter().collect::<HashSet<_>>(),
             },

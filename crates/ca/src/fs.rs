@@ -59,6 +59,14 @@ impl FsStore {
         Ok((store, recovery))
     }
 
+    /// Looks at an existing CA directory without changing it (`crossbar check`): every file
+    /// [`FsStore::open`] needs must be there. Nothing is locked or repaired.
+    pub fn inspect(dir: &Path) -> Result<Self, StoreError> {
+        let store = Self::at(dir);
+        store.check_complete()?;
+        Ok(store)
+    }
+
     /// Writes a new CA into `dir` (created if needed); refuses if any CA file is there already.
     pub fn create(dir: &Path, ca: &NewCa) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;

@@ -1,5 +1,7 @@
 //! `crossbar check`: what the config file means, printed.
 
+use anyhow::Context;
+
 use crate::config::Config;
 
 pub fn print(config: &Config) {
@@ -22,89 +24,38 @@ fn print_ca(ca: &ca::config::CaConfig) {
         policy.allow_authorization_extensions
     );
     let proxies: Vec<String> = ca.access.trusted_proxies.iter().map(ToString::to_string).collect();
-    println!("     trusted proxies: {}", proxies.join(", "));
+    let secret = if ca.access.proxy_secret.is_some() {
+        "a proxy secret"
+    } else {
+        "nothing (no LB is believed)"
+    };
+    let from = if proxies.is_empty() { "any address".to_owned() } else { proxies.join(", ") };
+    println!("     X-Client-* headers believed from LBs that send {secret}, from {from}");
     let mut admins: Vec<&str> = ca.access.admin_certnames.iter().map(String::as_str).collect();
     admins.sort_unstable();
     println!("     admin certnames: {}", admins.join(", "));
 }
 
 fn print_lb(lb: &lb::LbConfig, has_local_ca: bool) {
-    println!("[lb] listen {}", lb.listen);
-    match lb.admin_listen {
-        Some(addr) => {
-            println!("     admin endpoints on http://{addr} (/healthz, /metrics, /pools)")
-        }
-        None => println!("     no admin listener"),
+    for line in lb.describe() {
+        println!("{line}");
     }
-    println!(
-        "     cert {} key {} client_ca {}",
-        lb.tls.cert.display(),
-        lb.tls.key.display(),
-        lb.tls.client_ca.display()
-    );
-    match (&lb.tls.crl, &lb.crl_pull) {
-        (Some(path), _) => println!(
-            "     crl file {} (checked every {:?})",
-            path.display(),
-            lb.tls_reload_interval
-        ),
-        (None, Some(pull)) => println!(
-            "     crl pulled from pool {} every {:?}{}",
-            pull.pool,
-            pull.refresh,
-            pull.cache.as_ref().map(|c| format!(", cached in {}", c.display())).unwrap_or_default()
-        ),
-        (None, None) => println!("     crl: none (revoked certificates are accepted!)"),
-    }
-    println!("routes (first match wins):");
-    for route in lb.routes.routes() {
-        println!("     {} -> {}", route.matcher, route.pool);
-    }
-    println!("     everything else -> {}", lb.routes.fallback());
-    println!("pools:");
-    for pool in &lb.pools {
-        print_pool(pool);
-    }
-    let local_ca_pool = has_local_ca && !lb.pools.iter().any(|p| p.name == lb::route::CA_POOL);
-    if local_ca_pool {
-        println!("     ca: this process's CA");
-    }
-    for needed in lb.routes.pools() {
-        let configured = lb.pools.iter().any(|p| p.name == needed)
-            || (needed == lb::route::CA_POOL && local_ca_pool);
-        if !configured {
-            println!("warning: routes send requests to pool '{needed}', which is not configured; they will get 502");
-        }
+    if has_local_ca && !lb.has_pool(lb::CA_POOL) {
+        println!("     ca: this process's CA (sent a secret made at start)");
     }
 }
 
-fn print_pool(pool: &lb::config::PoolConfig) {
-    let s = &pool.settings;
-    let check = match &s.check {
-        Some(c) => format!(
-            "GET {} expecting {:?} every {:?} (timeout {:?}, rise {}, fall {})",
-            c.path, c.expect, c.interval, c.timeout, s.health.rise, s.health.fall
-        ),
-        None => "passive ejection only".to_owned(),
-    };
-    println!(
-        "     {}: balance {}; health {}; queue {} for up to {:?}; Retry-After {}-{}s{}",
-        pool.name,
-        s.strategy,
-        check,
-        s.queue_max,
-        s.queue_timeout,
-        s.retry_after.0,
-        s.retry_after.1,
-        if s.eject_on_5xx { "; ejects on 5xx" } else { "" }
-    );
-    for member in &pool.members {
-        let max = member.max_in_flight.map(|m| format!(" max_in_flight {m}")).unwrap_or_default();
-        println!(
-            "       {}{}{}",
-            member.url,
-            max,
-            if member.standby { " (hot standby)" } else { "" }
-        );
+/// Loads what `serve` would load, without starting anything or changing a file: the CA
+/// directory and key, the LB's certificate, key, CA bundle and CRL.
+pub fn load(config: &Config) -> anyhow::Result<()> {
+    if let Some(ca) = &config.ca {
+        let store = ca::fs::FsStore::inspect(&ca.cadir)
+            .with_context(|| format!("[ca] cadir = \"{}\"", ca.cadir.display()))?;
+        ca::CaService::open(std::sync::Arc::new(store), ca.settings.clone())
+            .with_context(|| format!("[ca] cadir = \"{}\"", ca.cadir.display()))?;
     }
+    if let Some(lb) = &config.lb {
+        lb::Lb::build(lb.clone()).context("[lb]")?;
+    }
+    Ok(())
 }

@@ -48,6 +48,7 @@ async fn run(command: cli::Command) -> anyhow::Result<u8> {
         cli::Command::Check { config } => {
             let config = config::load(&config)?;
             check::print(&config);
+            check::load(&config)?;
             println!("configuration OK");
             Ok(0)
         }

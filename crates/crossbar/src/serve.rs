@@ -19,8 +19,16 @@ const CRL_RENEW_MARGIN: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The running roles, for reloads.
 struct Running {
-    ca: Option<(Arc<ca::api::ApiState>, SocketAddr, std::path::PathBuf)>,
+    ca: Option<RunningCa>,
     lb: Option<Arc<lb::LbState>>,
+}
+
+struct RunningCa {
+    state: Arc<ca::api::ApiState>,
+    addr: SocketAddr,
+    cadir: std::path::PathBuf,
+    /// The secret this process's LB sends it: the configured one, or one made at start.
+    secret: String,
 }
 
 pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
@@ -28,15 +36,18 @@ pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let mut running = Running { ca: None, lb: None };
     let mut lb_config = config.lb;
-    if let Some(ca_config) = config.ca {
+    if let Some(mut ca_config) = config.ca {
         let listener = bind(ca_config.listen, "ca").await?;
         let addr = listener.local_addr()?;
-        announce("ca", "http", addr);
+        let secret = local_secret(&mut ca_config, lb_config.is_some())?;
         if let Some(lb) = lb_config.as_mut() {
-            add_local_ca_pool(lb, addr);
+            add_local_ca_pool(lb, addr, &secret);
         }
+        // Opening the store repairs what a crash left: announce the listener only after.
         let state = build_ca(&ca_config)?;
-        running.ca = Some((state.clone(), addr, ca_config.cadir.clone()));
+        announce("ca", "http", addr);
+        let cadir = ca_config.cadir.clone();
+        running.ca = Some(RunningCa { state: state.clone(), addr, cadir, secret });
         let router = ca::api::router(state);
         let shutdown = wait_for(stopped.clone());
         tasks.spawn(async move {
@@ -47,16 +58,16 @@ pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
         });
     }
     if let Some(lb_config) = lb_config {
-        let listener = bind(lb_config.listen, "lb").await?;
-        let admin = match lb_config.admin_listen {
+        let listener = bind(lb_config.listen(), "lb").await?;
+        let admin = match lb_config.admin_listen() {
             Some(addr) => Some(bind(addr, "lb admin_listen").await?),
             None => None,
         };
+        let lb = lb::Lb::build(lb_config).context("cannot start the load balancer")?;
         announce("lb", "https", listener.local_addr()?);
         if let Some(admin) = &admin {
             announce("admin", "http", admin.local_addr()?);
         }
-        let lb = lb::Lb::build(lb_config).context("cannot start the load balancer")?;
         running.lb = Some(lb.state());
         tasks.spawn(lb.run(listener, admin, wait_for(stopped.clone())));
     }
@@ -93,8 +104,11 @@ fn reload(path: &Path, running: &Running) {
             return;
         }
     };
-    if let (Some((state, _, cadir)), Some(ca_config)) = (&running.ca, &config.ca) {
-        match reload_ca(state, cadir, ca_config) {
+    if let (Some(ca), Some(mut ca_config)) = (&running.ca, config.ca.clone()) {
+        if ca_config.access.proxy_secret.is_none() && running.lb.is_some() {
+            ca_config.access.proxy_secret = Some(ca.secret.clone());
+        }
+        match reload_ca(&ca.state, &ca.cadir, &ca_config) {
             Ok(()) => tracing::info!("CA settings reloaded"),
             Err(e) => tracing::error!(
                 error = format!("{e:#}"),
@@ -106,8 +120,8 @@ fn reload(path: &Path, running: &Running) {
         tracing::warn!("adding or removing a role takes effect on restart");
     }
     if let (Some(state), Some(mut lb_config)) = (&running.lb, config.lb) {
-        if let Some((_, addr, _)) = &running.ca {
-            add_local_ca_pool(&mut lb_config, *addr);
+        if let Some(ca) = &running.ca {
+            add_local_ca_pool(&mut lb_config, ca.addr, &ca.secret);
         }
         if let Err(e) = state.reload(lb_config) {
             tracing::error!(error = %e, "LB reload failed; keeping the running configuration");
@@ -116,24 +130,37 @@ fn reload(path: &Path, running: &Running) {
 }
 
 /// In one process the LB reaches the local CA over HTTP like any backend (one code path); when
-/// `[lb]` names no `ca` pool, the local CA is that pool.
-fn add_local_ca_pool(lb: &mut lb::LbConfig, ca_addr: SocketAddr) {
-    if lb.pools.iter().any(|p| p.name == lb::route::CA_POOL) {
-        return;
-    }
+/// `[lb]` names no `ca` pool, the local CA is that pool, and the LB sends it the secret it asks.
+fn add_local_ca_pool(lb: &mut lb::LbConfig, ca_addr: SocketAddr, secret: &str) {
     let host = if ca_addr.ip().is_unspecified() {
         "127.0.0.1".to_owned()
     } else {
         ca_addr.ip().to_string()
     };
     let url = format!("http://{host}:{}", ca_addr.port());
-    tracing::info!(%url, "pool 'ca' is this process's CA");
-    let member = lb::config::FileMember { url, standby: false, max_in_flight: None };
-    lb.pools.push(lb::config::PoolConfig {
-        name: lb::route::CA_POOL.into(),
-        settings: lb::pool::PoolSettings::default(),
-        members: vec![member],
-    });
+    if lb.add_local_ca_pool(&url, lb::Secret::new(secret)) {
+        tracing::info!(%url, "pool 'ca' is this process's CA");
+    }
+}
+
+/// The secret that proves an LB to this CA. With `[lb]` in the same process and no
+/// `proxy_secret_file`, a random one made now, known to this process alone: no other local
+/// process can pose as the LB.
+fn local_secret(ca: &mut ca::config::CaConfig, with_lb: bool) -> anyhow::Result<String> {
+    if let Some(secret) = &ca.access.proxy_secret {
+        return Ok(secret.clone());
+    }
+    if !with_lb {
+        tracing::warn!("[ca] has no proxy_secret_file: no LB can prove itself, so X-Client-* headers are never believed (admin requests and renewals through an LB are refused)");
+    }
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("no randomness for the proxy secret"))?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if with_lb {
+        ca.access.proxy_secret = Some(secret.clone());
+    }
+    Ok(secret)
 }
 
 fn open_ca(config: &ca::config::CaConfig) -> anyhow::Result<Arc<ca::CaService>> {

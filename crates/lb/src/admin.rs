@@ -14,10 +14,14 @@ use axum::{
 use serde_json::{json, Value};
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{pool::Pool, LbState};
+use crate::{pool::Pool, state::LbState};
 
 /// Serves the admin routes until `stop` turns true.
-pub async fn serve(listener: TcpListener, state: Arc<LbState>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: Arc<LbState>,
+    mut stop: watch::Receiver<bool>,
+) {
     let router = router(state);
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
@@ -27,7 +31,7 @@ pub async fn serve(listener: TcpListener, state: Arc<LbState>, mut stop: watch::
     }
 }
 
-pub fn router(state: Arc<LbState>) -> Router {
+pub(crate) fn router(state: Arc<LbState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -69,15 +73,20 @@ async fn healthz(State(state): State<Arc<LbState>>) -> Response {
 async fn metrics(State(state): State<Arc<LbState>>) -> Response {
     let generation = state.generation();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let text = state.metrics.encode(&generation.proxy, &generation.tls.current(), now);
+    let pools = sorted_pools(&generation.proxy);
+    let text = state.metrics.encode(&pools, &generation.tls.current(), now);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
 async fn pools(State(state): State<Arc<LbState>>) -> Json<Value> {
     let proxy = state.proxy();
+    Json(Value::Array(sorted_pools(&proxy).into_iter().map(|p| pool_json(p)).collect()))
+}
+
+fn sorted_pools(proxy: &crate::proxy::Proxy) -> Vec<&Arc<Pool>> {
     let mut pools: Vec<&Arc<Pool>> = proxy.pools().collect();
     pools.sort_by(|a, b| a.name.cmp(&b.name));
-    Json(Value::Array(pools.into_iter().map(|p| pool_json(p)).collect()))
+    pools
 }
 
 fn pool_json(pool: &Pool) -> Value {

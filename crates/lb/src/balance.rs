@@ -4,7 +4,7 @@ use std::hash::{Hash, Hasher};
 
 /// A pool's balancing strategy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Strategy {
+pub(crate) enum Strategy {
     /// The seed's rotation.
     RoundRobin,
     /// Fewest requests in flight relative to `max_in_flight` (a compiler's JRuby count).
@@ -41,13 +41,13 @@ impl std::fmt::Display for Strategy {
 
 /// What selection needs to know of a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct View<'a> {
-    pub id: &'a str,
+pub(crate) struct View<'a> {
+    pub(crate) id: &'a str,
     /// Healthy, not drained, not already tried for this request.
-    pub eligible: bool,
-    pub standby: bool,
-    pub in_flight: usize,
-    pub max_in_flight: Option<usize>,
+    pub(crate) eligible: bool,
+    pub(crate) standby: bool,
+    pub(crate) in_flight: usize,
+    pub(crate) max_in_flight: Option<usize>,
 }
 
 impl View<'_> {
@@ -58,7 +58,7 @@ impl View<'_> {
 
 /// The outcome of a selection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pick {
+pub(crate) enum Pick {
     /// Send to the member at this index.
     Member(usize),
     /// Members are eligible but all are at `max_in_flight`: queue.
@@ -69,7 +69,12 @@ pub enum Pick {
 
 /// Picks a member: eligible primaries first, standbys only when no primary is eligible.
 /// `turn` drives round-robin and tie-breaks; `key` is the certname for hashing.
-pub fn pick(strategy: Strategy, members: &[View<'_>], turn: usize, key: Option<&str>) -> Pick {
+pub(crate) fn pick(
+    strategy: Strategy,
+    members: &[View<'_>],
+    turn: usize,
+    key: Option<&str>,
+) -> Pick {
     let primaries: Vec<usize> =
         (0..members.len()).filter(|&i| members[i].eligible && !members[i].standby).collect();
     let tier = if primaries.is_empty() {

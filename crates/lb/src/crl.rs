@@ -1,106 +1,57 @@
 //! CRL distribution without shared storage: the LB pulls the CRL from the CA pool, checks it,
 //! and installs it in its TLS configuration (which closes live connections it revokes).
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{header, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use http::{header, StatusCode};
 use pki::crl::CrlInfo;
 use thiserror::Error;
 use time::OffsetDateTime;
-use tokio::{net::TcpStream, sync::watch};
+use tokio::sync::watch;
 
-use crate::{pool::Member, LbState};
+use crate::{
+    config::CrlPull,
+    fetch::{self, Get},
+    pool::Member,
+    state::LbState,
+};
 
 /// The CRL path agents use too.
 const CRL_PATH: &str = "/puppet-ca/v1/certificate_revocation_list/ca";
 /// Largest CRL chain accepted (a CRL of ~100k revocations is a few MB).
 const MAX_CRL_BYTES: usize = 64 * 1024 * 1024;
 
-/// `crl = { pool = "ca", refresh = "30s", cache = "/var/lib/crossbar/crl.pem" }`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CrlPull {
-    pub pool: String,
-    pub refresh: Duration,
-    /// Where the last good CRL is kept, so a restart has one even while the CA is down.
-    pub cache: Option<PathBuf>,
-}
-
 /// Why a fetched CRL was not installed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum CrlRejected {
+pub(crate) enum CrlRejected {
     #[error("not a PEM CRL chain: {0}")]
     Unreadable(String),
-    #[error("not signed by any CA in the client CA bundle")]
-    NotSignedByCa,
-    #[error("expired: nextUpdate {0} is in the past")]
-    Expired(String),
-    #[error("has no nextUpdate")]
-    NoNextUpdate,
-    #[error("CRL number goes backwards ({new} after {current})")]
-    Backwards { current: u64, new: u64 },
-    #[error("same CRL number {0} with different contents")]
-    Conflicting(u64),
+    #[error(transparent)]
+    Chain(#[from] pki::crl::ChainError),
+    #[error(transparent)]
+    Update(#[from] pki::crl::UpdateError),
 }
 
-/// Checks a fetched CRL chain against the CA bundle and the CRL in use. The CA's own CRL (the
-/// first) must be signed by a CA of the bundle, current, and numbered at least as high as the
-/// one in use; the others, when their issuer is in the bundle, must be signed by it.
-pub fn check(
+/// Checks a fetched CRL chain against the CA bundle ([`pki::crl::verify_chain`], the rules
+/// the TLS front applies too) and against the CRL in use: current, and numbered at least as
+/// high.
+pub(crate) fn check(
     pem: &[u8],
     ca_bundle: &[u8],
     current: Option<(&CrlInfo, &[u8])>,
     now: OffsetDateTime,
 ) -> Result<CrlInfo, CrlRejected> {
-    let crls = pki::pemfile::blocks(pem, "X509 CRL")
-        .map_err(|e| CrlRejected::Unreadable(e.to_string()))?;
-    let cas = pki::pemfile::blocks(ca_bundle, "CERTIFICATE")
-        .map_err(|e| CrlRejected::Unreadable(e.to_string()))?;
-    let mut first = None;
-    for (i, der) in crls.iter().enumerate() {
-        let info = CrlInfo::from_der(der).map_err(|e| CrlRejected::Unreadable(e.to_string()))?;
-        let issuers: Vec<&Vec<u8>> =
-            cas.iter().filter(|ca| issuer_matches(ca, &info.issuer_raw)).collect();
-        let signed = issuers.iter().any(|ca| {
-            spki_of(ca).is_some_and(|spki| pki::crl::verify_signature(der, &spki).is_ok())
-        });
-        if !signed && (i == 0 || !issuers.is_empty()) {
-            return Err(CrlRejected::NotSignedByCa);
-        }
-        if i == 0 {
-            first = Some(info);
-        }
-    }
-    let info = first.ok_or_else(|| CrlRejected::Unreadable("no CRL".into()))?;
-    let next = info.next_update.ok_or(CrlRejected::NoNextUpdate)?;
-    if next <= now {
-        return Err(CrlRejected::Expired(pki::timefmt::puppet_date(next)));
-    }
-    if let Some((current, current_pem)) = current {
-        if info.number < current.number {
-            return Err(CrlRejected::Backwards { current: current.number, new: info.number });
-        }
-        if info.number == current.number && pem != current_pem {
-            return Err(CrlRejected::Conflicting(info.number));
-        }
-    }
-    Ok(info)
-}
-
-fn issuer_matches(ca_der: &[u8], issuer_raw: &[u8]) -> bool {
-    x509_parser::parse_x509_certificate(ca_der)
-        .is_ok_and(|(_, cert)| cert.subject().as_raw() == issuer_raw)
-}
-
-fn spki_of(ca_der: &[u8]) -> Option<Vec<u8>> {
-    let (_, cert) = x509_parser::parse_x509_certificate(ca_der).ok()?;
-    Some(cert.public_key().raw.to_vec())
+    let unreadable = |e: pki::pemfile::PemError| CrlRejected::Unreadable(e.to_string());
+    let crls = pki::pemfile::blocks(pem, "X509 CRL").map_err(unreadable)?;
+    let cas = pki::pemfile::blocks(ca_bundle, "CERTIFICATE").map_err(unreadable)?;
+    let chain = pki::crl::verify_chain(&crls, &cas)?;
+    pki::crl::check_update(&chain.first, pem, current, now)?;
+    Ok(chain.first)
 }
 
 /// Reads the cached CRL, if the cache is configured and readable.
-pub fn read_cache(pull: &CrlPull) -> Option<Vec<u8>> {
+pub(crate) fn read_cache(pull: &CrlPull) -> Option<Vec<u8>> {
     let path = pull.cache.as_ref()?;
     match std::fs::read(path) {
         Ok(bytes) => Some(bytes),
@@ -112,7 +63,7 @@ pub fn read_cache(pull: &CrlPull) -> Option<Vec<u8>> {
 }
 
 /// Pulls every `refresh` until `stop`; the first pull happens at once.
-pub async fn pull_loop(state: Arc<LbState>, pull: CrlPull, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn pull_loop(state: Arc<LbState>, pull: CrlPull, mut stop: watch::Receiver<bool>) {
     let mut since: Option<String> = None;
     loop {
         match pull_once(&state, &pull, since.as_deref()).await {
@@ -186,48 +137,34 @@ enum Fetched {
 }
 
 async fn fetch(member: &Member, since: Option<&str>) -> Result<Fetched, String> {
-    let attempt = async {
-        let stream = TcpStream::connect(member.upstream.authority())
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        let mut request = Request::get(CRL_PATH)
-            .header(header::HOST, member.upstream.authority())
-            .header(header::USER_AGENT, "crossbar-crl-pull");
-        if let Some(since) = since {
-            request = request.header(header::IF_MODIFIED_SINCE, since);
+    let fetched = fetch::get(Get {
+        authority: member.upstream.authority(),
+        path: CRL_PATH,
+        user_agent: "crossbar-crl-pull",
+        if_modified_since: since,
+        max_body: MAX_CRL_BYTES,
+        timeout: Duration::from_secs(10),
+    })
+    .await?;
+    match fetched.status {
+        StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified),
+        StatusCode::OK => {
+            let date = fetched.headers.get(header::DATE).and_then(|v| v.to_str().ok());
+            let date = date.map_or_else(
+                || httpdate::fmt_http_date(std::time::SystemTime::now()),
+                str::to_owned,
+            );
+            Ok(Fetched::Crl { body: fetched.body, date })
         }
-        let request = request.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-        let status = response.status();
-        let date =
-            response.headers().get(header::DATE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = Limited::new(response.into_body(), MAX_CRL_BYTES)
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        match status {
-            StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified),
-            StatusCode::OK => Ok(Fetched::Crl {
-                body,
-                date: date.unwrap_or_else(|| httpdate::fmt_http_date(std::time::SystemTime::now())),
-            }),
-            other => Err(format!("answered {other}")),
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), attempt)
-        .await
-        .unwrap_or_else(|_| Err("no answer within 10s".into()))
+        other => Err(format!("answered {other}")),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_util::TestCa as Ca;
+    use pki::crl::{ChainError, UpdateError};
 
     fn crl_pem(ca: &Ca, number: u64, this_update: OffsetDateTime, revoked: &[u8]) -> Vec<u8> {
         pki::pemfile::encode("X509 CRL", &ca.crl_der(number, this_update, revoked)).into_bytes()
@@ -254,39 +191,43 @@ mod tests {
                 "signed by another CA",
                 crl_pem(&theirs, 7, now, &[]),
                 in_use,
-                Err(CrlRejected::NotSignedByCa),
+                Err(CrlRejected::Chain(ChainError::UnknownIssuer)),
             ),
             (
                 "an older CRL",
                 crl_pem(&ours, 4, now, &[]),
                 in_use,
-                Err(CrlRejected::Backwards { current: 5, new: 4 }),
+                Err(CrlRejected::Update(UpdateError::Backwards { current: 5, new: 4 })),
             ),
             (
                 "same number, other entries",
                 crl_pem(&ours, 5, now, &[9]),
                 in_use,
-                Err(CrlRejected::Conflicting(5)),
+                Err(CrlRejected::Update(UpdateError::Conflicting(5))),
             ),
             (
                 "garbage",
                 b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n".to_vec(),
                 in_use,
-                Err(CrlRejected::Unreadable(String::new())),
+                Err(CrlRejected::Chain(ChainError::Unreadable(String::new()))),
             ),
             ("not PEM", b"hello".to_vec(), in_use, Err(CrlRejected::Unreadable(String::new()))),
         ];
         for (what, pem, current, expected) in cases {
             let got = check(&pem, &ours.bundle_pem(), current, now).map(|info| info.number);
             match (&got, &expected) {
-                (Err(CrlRejected::Unreadable(_)), Err(CrlRejected::Unreadable(_))) => {}
+                (Err(CrlRejected::Unreadable(_)), Err(CrlRejected::Unreadable(_)))
+                | (
+                    Err(CrlRejected::Chain(ChainError::Unreadable(_))),
+                    Err(CrlRejected::Chain(ChainError::Unreadable(_))),
+                ) => {}
                 _ => assert_eq!(got, expected, "{what}"),
             }
         }
         let expired = crl_pem(&ours, 9, six_years_ago, &[]);
         assert!(matches!(
             check(&expired, &ours.bundle_pem(), in_use, now),
-            Err(CrlRejected::Expired(_))
+            Err(CrlRejected::Update(UpdateError::Expired(_)))
         ));
     }
 }

@@ -7,9 +7,12 @@ use http::{header, HeaderMap, HeaderName, HeaderValue};
 
 use crate::identity::ClientIdentity;
 
-pub const X_CLIENT_VERIFY: HeaderName = HeaderName::from_static("x-client-verify");
-pub const X_CLIENT_DN: HeaderName = HeaderName::from_static("x-client-dn");
-pub const X_CLIENT_CERT: HeaderName = HeaderName::from_static("x-client-cert");
+pub(crate) const X_CLIENT_VERIFY: HeaderName = HeaderName::from_static("x-client-verify");
+pub(crate) const X_CLIENT_DN: HeaderName = HeaderName::from_static("x-client-dn");
+pub(crate) const X_CLIENT_CERT: HeaderName = HeaderName::from_static("x-client-cert");
+/// The secret crossbar's CA asks of an LB before it believes the identity headers.
+pub(crate) const X_CROSSBAR_PROXY_SECRET: HeaderName =
+    HeaderName::from_static("x-crossbar-proxy-secret");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
@@ -25,21 +28,31 @@ const HOP_BY_HOP: [&str; 9] = [
     "proxy-connection",
 ];
 
-/// Whether `name` is one of the identity headers in any spelling a backend might fold into it:
-/// any case (HTTP names are case-insensitive) and `_` for `-` (CGI-style servers read
-/// `X_Client_Verify` as `HTTP_X_CLIENT_VERIFY`).
+/// Whether `name` is one of the headers only the LB may set, in any spelling a backend might
+/// fold into it: any case (HTTP names are case-insensitive) and `_` for `-` (CGI-style servers
+/// read `X_Client_Verify` as `HTTP_X_CLIENT_VERIFY`). These are the identity headers and every
+/// `X-Crossbar-` header.
 fn is_identity_header(name: &HeaderName) -> bool {
+    let folded = || name.as_str().bytes().map(|b| if b == b'_' { b'-' } else { b });
+    if folded().take(11).eq(*b"x-crossbar-") {
+        return true;
+    }
     let bytes = name.as_str().as_bytes();
-    if bytes.len() < 11
-        || !bytes[..9].iter().map(|b| if *b == b'_' { b'-' } else { *b }).eq(*b"x-client-")
-    {
+    if bytes.len() < 11 || !folded().take(9).eq(*b"x-client-") {
         return false;
     }
     matches!(&name.as_str()[9..], "verify" | "dn" | "cert")
 }
 
+/// Sends the pool's proxy secret (after [`apply_identity`] removed any client-sent copy).
+pub(crate) fn set_proxy_secret(headers: &mut HeaderMap, secret: &crate::config::Secret) {
+    if let Ok(value) = HeaderValue::from_str(&secret.0) {
+        headers.insert(X_CROSSBAR_PROXY_SECRET, value);
+    }
+}
+
 /// Removes every client-sent copy of the identity headers, then sets them from `identity`.
-pub fn apply_identity(headers: &mut HeaderMap, identity: &ClientIdentity) {
+pub(crate) fn apply_identity(headers: &mut HeaderMap, identity: &ClientIdentity) {
     let spoofed: Vec<HeaderName> =
         headers.keys().filter(|n| is_identity_header(n)).cloned().collect();
     for name in spoofed {
@@ -58,7 +71,7 @@ pub fn apply_identity(headers: &mut HeaderMap, identity: &ClientIdentity) {
 }
 
 /// Drops hop-by-hop headers, including those a `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -75,7 +88,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Appends the client address to `X-Forwarded-For` and sets `X-Forwarded-Proto: https`.
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr) {
+pub(crate) fn set_forwarded(headers: &mut HeaderMap, client: IpAddr) {
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {client}"),
         None => client.to_string(),
@@ -101,6 +114,8 @@ mod tests {
             ("x_client_verify", "SUCCESS"),
             ("X_Client_DN", "CN=admin"),
             ("x-client-certificate", "kept: not an identity header"),
+            ("X-Crossbar-Proxy-Secret", "guessed"),
+            ("x_crossbar_proxy_secret", "guessed"),
             ("x-puppet-version", "7.23.0"),
         ] {
             headers.append(
@@ -120,6 +135,7 @@ mod tests {
         assert!(headers.get(X_CLIENT_DN).is_none());
         assert!(headers.get(X_CLIENT_CERT).is_none());
         assert!(headers.get("x_client_verify").is_none() && headers.get("x_client_dn").is_none());
+        assert!(headers.keys().all(|n| !n.as_str().replace('_', "-").starts_with("x-crossbar-")));
         assert_eq!(
             headers.get("x-client-certificate").map(|v| v.as_bytes()),
             Some(&b"kept: not an identity header"[..])

@@ -3,39 +3,18 @@
 
 use std::time::{Duration, Instant};
 
-/// Active-check settings of a pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthPolicy {
-    /// Consecutive good probes that bring an unhealthy member back.
-    pub rise: u32,
-    /// Consecutive bad probes that take a healthy member out.
-    pub fall: u32,
-    /// First re-probe delay after a passive ejection; doubles up to `max_backoff`.
-    pub min_backoff: Duration,
-    pub max_backoff: Duration,
-}
-
-impl Default for HealthPolicy {
-    fn default() -> Self {
-        Self {
-            rise: 2,
-            fall: 2,
-            min_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
-        }
-    }
-}
+use crate::config::HealthPolicy;
 
 /// A change of a member's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
+pub(crate) enum Transition {
     Down,
     Up,
 }
 
 /// One member's health.
 #[derive(Debug, Clone)]
-pub struct Health {
+pub(crate) struct Health {
     healthy: bool,
     ok_streak: u32,
     fail_streak: u32,
@@ -46,7 +25,7 @@ pub struct Health {
 
 impl Health {
     /// A new member is healthy until shown otherwise, so a fresh LB serves at once.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             healthy: true,
             ok_streak: 0,
@@ -56,13 +35,19 @@ impl Health {
         }
     }
 
-    pub fn is_healthy(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_healthy(&self) -> bool {
         self.healthy
     }
 
     /// A probe's result at `now`. While the member is unhealthy, each failed probe backs the
     /// next one off (so a dead member is not probed in a tight loop).
-    pub fn probe(&mut self, ok: bool, now: Instant, policy: &HealthPolicy) -> Option<Transition> {
+    pub(crate) fn probe(
+        &mut self,
+        ok: bool,
+        now: Instant,
+        policy: &HealthPolicy,
+    ) -> Option<Transition> {
         if ok {
             self.fail_streak = 0;
             self.ok_streak = self.ok_streak.saturating_add(1);
@@ -97,7 +82,7 @@ impl Health {
 
     /// A request failed in a way that says the member is gone (refused, reset, timed out): it
     /// leaves rotation at once, and must pass `rise` probes to return. Re-probes back off.
-    pub fn eject(&mut self, now: Instant, policy: &HealthPolicy) -> Option<Transition> {
+    pub(crate) fn eject(&mut self, now: Instant, policy: &HealthPolicy) -> Option<Transition> {
         self.ok_streak = 0;
         self.back_off(now, policy);
         if self.healthy {
@@ -108,7 +93,7 @@ impl Health {
     }
 
     /// When to probe next: the regular `interval`, or sooner after a passive ejection.
-    pub fn next_probe_in(&self, now: Instant, interval: Duration) -> Duration {
+    pub(crate) fn next_probe_in(&self, now: Instant, interval: Duration) -> Duration {
         match self.next_probe {
             Some(at) => at.saturating_duration_since(now).min(interval),
             None => interval,

@@ -12,7 +12,7 @@ const CERT_ESCAPE: &AsciiSet =
 
 /// The client of one connection, computed once after the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientIdentity {
+pub(crate) enum ClientIdentity {
     /// No client certificate: `X-Client-Verify: NONE`.
     Anonymous,
     /// A certificate the TLS layer verified against the CA bundle and CRL.
@@ -20,21 +20,21 @@ pub enum ClientIdentity {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedClient {
+pub(crate) struct VerifiedClient {
     /// The subject's first CN: the agent's certname.
-    pub certname: String,
+    pub(crate) certname: String,
     /// Big-endian serial, for revocation checks of live connections.
-    pub serial: Vec<u8>,
+    pub(crate) serial: Vec<u8>,
     /// `X-Client-DN`, RFC 2253 (`CN=agent1.example.com`).
-    pub dn: HeaderValue,
+    pub(crate) dn: HeaderValue,
     /// `X-Client-Cert`, the URL-encoded PEM.
-    pub cert: HeaderValue,
+    pub(crate) cert: HeaderValue,
 }
 
 impl ClientIdentity {
     /// From the verified leaf certificate the client presented, if any. A certificate rustls
     /// verified but we cannot read (no CN) counts as anonymous.
-    pub fn from_peer(leaf: Option<&[u8]>) -> Self {
+    pub(crate) fn from_peer(leaf: Option<&[u8]>) -> Self {
         let Some(der) = leaf else {
             return Self::Anonymous;
         };
@@ -47,7 +47,7 @@ impl ClientIdentity {
         }
     }
 
-    pub fn certname(&self) -> Option<&str> {
+    pub(crate) fn certname(&self) -> Option<&str> {
         match self {
             Self::Anonymous => None,
             Self::Verified(client) => Some(&client.certname),
@@ -55,7 +55,7 @@ impl ClientIdentity {
     }
 
     /// `SUCCESS` or `NONE`.
-    pub fn verify_result(&self) -> &'static str {
+    pub(crate) fn verify_result(&self) -> &'static str {
         match self {
             Self::Anonymous => "NONE",
             Self::Verified(_) => "SUCCESS",

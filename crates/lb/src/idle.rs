@@ -43,20 +43,20 @@ const IDLE: u8 = ANSWERED | FLUSHED | WAITING;
 /// What hyper has done on one client connection; shared by the stream, the service and the
 /// response bodies of that connection.
 #[derive(Debug, Default)]
-pub struct Activity {
+pub(crate) struct Activity {
     in_flight: AtomicU32,
     events: AtomicU8,
 }
 
 impl Activity {
     /// True when hyper has answered every request, flushed, and is waiting for the next one.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.in_flight.load(Ordering::Relaxed) == 0 && self.events.load(Ordering::Relaxed) == IDLE
     }
 
     /// Marks a request as started; it ends when the returned guard is dropped (the guard
     /// travels with the response body, which hyper drops once it has written all of it).
-    pub fn start_request(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn start_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
     }
@@ -80,7 +80,7 @@ impl Activity {
 
 /// One request in flight on a connection; see [`Activity::start_request`].
 #[derive(Debug)]
-pub struct InFlight(Arc<Activity>);
+pub(crate) struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -92,13 +92,13 @@ impl Drop for InFlight {
 
 /// A response body that ends its request's [`InFlight`] when hyper drops it.
 #[derive(Debug)]
-pub struct Tracked<B> {
+pub(crate) struct Tracked<B> {
     body: B,
     _in_flight: InFlight,
 }
 
 impl<B> Tracked<B> {
-    pub fn new(body: B, in_flight: InFlight) -> Self {
+    pub(crate) fn new(body: B, in_flight: InFlight) -> Self {
         Self { body, _in_flight: in_flight }
     }
 }
@@ -126,30 +126,30 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 /// The client stream as hyper sees it: reports reads, writes and flushes to [`Activity`], and
 /// first replays bytes a previous hyper instance had read ahead.
 #[derive(Debug)]
-pub struct Watched<T> {
+pub(crate) struct Watched<T> {
     inner: T,
     read_ahead: Bytes,
     activity: Arc<Activity>,
 }
 
 impl<T> Watched<T> {
-    pub fn new(inner: T, activity: Arc<Activity>) -> Self {
+    pub(crate) fn new(inner: T, activity: Arc<Activity>) -> Self {
         Self { inner, read_ahead: Bytes::new(), activity }
     }
 
     /// Bytes hyper had read but not parsed when it was taken off the connection; they are read
     /// again before anything from the stream. They are copied out: the `Bytes` hyper hands
     /// back, even empty, keeps its whole read buffer alive.
-    pub fn rewind(&mut self, read_ahead: &[u8]) {
+    pub(crate) fn rewind(&mut self, read_ahead: &[u8]) {
         self.read_ahead = Bytes::copy_from_slice(read_ahead);
     }
 
     /// Whether bytes are already waiting to be read (so there is no need to wait on the stream).
-    pub fn has_read_ahead(&self) -> bool {
+    pub(crate) fn has_read_ahead(&self) -> bool {
         !self.read_ahead.is_empty()
     }
 
-    pub fn get_mut(&mut self) -> &mut T {
+    pub(crate) fn get_mut(&mut self) -> &mut T {
         &mut self.inner
     }
 }

@@ -3,15 +3,17 @@
 
 use std::{
     fmt::Write,
-    sync::atomic::{AtomicI64, AtomicU64, Ordering},
-    time::Duration,
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering},
+        Arc,
+    },
 };
 
-use crate::{proxy::Proxy, tls::TlsSnapshot};
+use crate::{body::ClientFault, edge::Refusal, pool::Pool, tls::TlsSnapshot};
 
 /// Why a TLS handshake failed, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandshakeFailure {
+pub(crate) enum HandshakeFailure {
     Revoked,
     UnknownIssuer,
     Expired,
@@ -23,7 +25,7 @@ pub enum HandshakeFailure {
 }
 
 impl HandshakeFailure {
-    pub const ALL: [Self; 8] = [
+    pub(crate) const ALL: [Self; 8] = [
         Self::Revoked,
         Self::UnknownIssuer,
         Self::Expired,
@@ -34,7 +36,7 @@ impl HandshakeFailure {
         Self::Other,
     ];
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Revoked => "revoked",
             Self::UnknownIssuer => "unknown_issuer",
@@ -47,98 +49,85 @@ impl HandshakeFailure {
         }
     }
 
-    /// Classifies a handshake error by its text (rustls errors are not structured past `io`).
-    pub fn classify(error: &str) -> Self {
-        let e = error.to_ascii_lowercase();
-        if e.contains("revoked") {
-            Self::Revoked
-        } else if e.contains("unknownissuer")
-            || e.contains("unknown issuer")
-            || e.contains("unknownca")
-        {
-            Self::UnknownIssuer
-        } else if e.contains("expired") || e.contains("notvalidyet") {
-            Self::Expired
-        } else if e.contains("certificate") {
-            Self::BadCertificate
-        } else if e.contains("eof") || e.contains("reset") || e.contains("broken pipe") {
-            Self::Closed
-        } else if e.contains("alert")
-            || e.contains("handshake")
-            || e.contains("protocol")
-            || e.contains("message")
-        {
-            Self::Protocol
-        } else {
-            Self::Other
+    /// Classifies a failed handshake from the error rustls gave (inside tokio-rustls' I/O
+    /// error), or from the I/O error itself when the peer went away.
+    pub(crate) fn classify(error: &std::io::Error) -> Self {
+        use rustls::{CertificateError as C, Error as E};
+        if let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<E>()) {
+            return match tls {
+                E::InvalidCertificate(C::Revoked) => Self::Revoked,
+                E::InvalidCertificate(C::UnknownIssuer) => Self::UnknownIssuer,
+                E::InvalidCertificate(
+                    C::Expired
+                    | C::ExpiredContext { .. }
+                    | C::NotValidYet
+                    | C::NotValidYetContext { .. },
+                ) => Self::Expired,
+                E::InvalidCertificate(_) | E::NoCertificatesPresented => Self::BadCertificate,
+                E::AlertReceived(_)
+                | E::InappropriateMessage { .. }
+                | E::InappropriateHandshakeMessage { .. }
+                | E::InvalidMessage(_)
+                | E::PeerIncompatible(_)
+                | E::PeerMisbehaved(_)
+                | E::DecryptError
+                | E::NoApplicationProtocol
+                | E::UnsupportedNameType => Self::Protocol,
+                _ => Self::Other,
+            };
         }
-    }
-}
-
-/// Upper bounds of the request duration histogram, in seconds.
-pub const DURATION_BUCKETS: [f64; 16] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-];
-
-/// A cumulative histogram of request durations.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; DURATION_BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    pub fn observe(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        if let Some(i) = DURATION_BUCKETS.iter().position(|le| seconds <= *le) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        use std::io::ErrorKind as K;
+        match error.kind() {
+            K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
+                Self::Closed
+            }
+            _ => Self::Other,
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    fn encode(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (le, bucket) in DURATION_BUCKETS.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{labels}}} {}",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
     }
 }
 
 /// Listener-wide counters.
 #[derive(Debug, Default)]
-pub struct Metrics {
-    pub handshakes: AtomicU64,
+pub(crate) struct Metrics {
+    pub(crate) handshakes: AtomicU64,
     handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
-    pub connections_open: AtomicI64,
+    pub(crate) connections_open: AtomicI64,
     /// Open connections idle between requests, held without hyper (see [`crate::idle`]).
-    pub connections_parked: AtomicI64,
-    pub connections_closed_revoked: AtomicU64,
-    pub crl_pulls: AtomicU64,
-    pub crl_pull_failures: AtomicU64,
+    pub(crate) connections_parked: AtomicI64,
+    pub(crate) connections_closed_revoked: AtomicU64,
+    pub(crate) crl_pulls: AtomicU64,
+    pub(crate) crl_pull_failures: AtomicU64,
+    accept_errors: AtomicU64,
+    refusals: [AtomicU64; Refusal::ALL.len()],
+    client_faults: [AtomicU64; ClientFault::ALL.len()],
+}
+
+/// Adds one to the counter of `value` in `counters`, indexed like `all`.
+fn count<T: PartialEq>(counters: &[AtomicU64], all: &[T], value: &T) {
+    if let Some(i) = all.iter().position(|v| v == value) {
+        counters[i].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
-    pub fn handshake_failed(&self, reason: HandshakeFailure) {
-        let index = HandshakeFailure::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(HandshakeFailure::ALL.len() - 1);
-        self.handshake_failures[index].fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn handshake_failed(&self, reason: HandshakeFailure) {
+        count(&self.handshake_failures, &HandshakeFailure::ALL, &reason);
+    }
+
+    pub(crate) fn accept_failed(&self) {
+        self.accept_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refused(&self, refusal: Refusal) {
+        count(&self.refusals, &Refusal::ALL, &refusal);
+    }
+
+    pub(crate) fn client_fault(&self, fault: ClientFault) {
+        count(&self.client_faults, &ClientFault::ALL, &fault);
     }
 
     /// The Prometheus text exposition of everything.
-    pub fn encode(&self, proxy: &Proxy, tls: &TlsSnapshot, now_unix: i64) -> String {
+    pub(crate) fn encode(&self, pools: &[&Arc<Pool>], tls: &TlsSnapshot, now_unix: i64) -> String {
         let mut out = String::with_capacity(8192);
         counter(
             &mut out,
@@ -158,6 +147,28 @@ impl Metrics {
                 out,
                 "crossbar_tls_handshake_failures_total{{reason=\"{}\"}} {}",
                 reason.label(),
+                count.load(Ordering::Relaxed)
+            );
+        }
+        counter(
+            &mut out,
+            "crossbar_accept_errors_total",
+            "Failed accepts (out of file descriptors or memory pauses accepting).",
+            "",
+            self.accept_errors.load(Ordering::Relaxed),
+        );
+        header(
+            &mut out,
+            "crossbar_client_errors_total",
+            "counter",
+            "Requests refused for the client's own fault, by reason (none reached a backend's health).",
+        );
+        let refusals = Refusal::ALL.iter().map(|r| r.label()).zip(&self.refusals);
+        let faults = ClientFault::ALL.iter().map(|f| f.label()).zip(&self.client_faults);
+        for (reason, count) in refusals.chain(faults) {
+            let _ = writeln!(
+                out,
+                "crossbar_client_errors_total{{reason=\"{reason}\"}} {}",
                 count.load(Ordering::Relaxed)
             );
         }
@@ -222,21 +233,19 @@ impl Metrics {
                 );
             }
         }
-        encode_pools(&mut out, proxy);
+        encode_pools(&mut out, pools);
         out
     }
 }
 
-fn encode_pools(out: &mut String, proxy: &Proxy) {
-    let mut pools: Vec<_> = proxy.pools().collect();
-    pools.sort_by(|a, b| a.name.cmp(&b.name));
+fn encode_pools(out: &mut String, pools: &[&Arc<Pool>]) {
     header(
         out,
         "crossbar_requests_total",
         "counter",
         "Answered requests by pool, member and status class.",
     );
-    for pool in &pools {
+    for pool in pools {
         for member in pool.members() {
             for (class, count) in
                 ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().zip(&member.stats.by_class)
@@ -257,7 +266,7 @@ fn encode_pools(out: &mut String, proxy: &Proxy) {
         "histogram",
         "Time to the end of the response, by pool.",
     );
-    for pool in &pools {
+    for pool in pools {
         pool.stats.duration.encode(
             out,
             "crossbar_request_duration_seconds",
@@ -270,7 +279,7 @@ fn encode_pools(out: &mut String, proxy: &Proxy) {
         "counter",
         "Requests answered 503 + Retry-After without a backend answer, by pool and reason.",
     );
-    for pool in &pools {
+    for pool in pools {
         for (reason, count) in [
             ("no_member", &pool.stats.shed_no_member),
             ("queue_full", &pool.stats.shed_queue_full),
@@ -286,7 +295,7 @@ fn encode_pools(out: &mut String, proxy: &Proxy) {
         }
     }
     header(out, "crossbar_queue_depth", "gauge", "Requests waiting for a member, by pool.");
-    for pool in &pools {
+    for pool in pools {
         let _ = writeln!(out, "crossbar_queue_depth{{pool=\"{}\"}} {}", pool.name, pool.queued());
     }
     for (name, help, value) in [
@@ -313,7 +322,7 @@ fn encode_pools(out: &mut String, proxy: &Proxy) {
         ),
     ] {
         header(out, name, if name.ends_with("_total") { "counter" } else { "gauge" }, help);
-        for pool in &pools {
+        for pool in pools {
             for member in pool.members() {
                 let _ = writeln!(
                     out,
@@ -346,33 +355,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn handshake_errors_are_classified() {
+    fn handshake_failures_are_classified_from_typed_errors() {
+        use rustls::{AlertDescription, CertificateError as C, Error as E};
+        use std::io::{Error, ErrorKind};
+        let tls = |e: E| Error::new(ErrorKind::InvalidData, e);
         let cases = [
-            ("invalid peer certificate: Revoked", HandshakeFailure::Revoked),
-            ("invalid peer certificate: UnknownIssuer", HandshakeFailure::UnknownIssuer),
-            ("invalid peer certificate: Expired", HandshakeFailure::Expired),
-            ("invalid peer certificate: BadEncoding", HandshakeFailure::BadCertificate),
-            ("tls handshake eof", HandshakeFailure::Closed),
-            ("received fatal alert: DecryptError", HandshakeFailure::Protocol),
-            ("something else", HandshakeFailure::Other),
+            (tls(E::InvalidCertificate(C::Revoked)), HandshakeFailure::Revoked),
+            (tls(E::InvalidCertificate(C::UnknownIssuer)), HandshakeFailure::UnknownIssuer),
+            (tls(E::InvalidCertificate(C::Expired)), HandshakeFailure::Expired),
+            (tls(E::InvalidCertificate(C::NotValidYet)), HandshakeFailure::Expired),
+            (tls(E::InvalidCertificate(C::BadEncoding)), HandshakeFailure::BadCertificate),
+            (tls(E::AlertReceived(AlertDescription::DecryptError)), HandshakeFailure::Protocol),
+            (tls(E::DecryptError), HandshakeFailure::Protocol),
+            (tls(E::General("odd".into())), HandshakeFailure::Other),
+            (Error::new(ErrorKind::UnexpectedEof, "tls handshake eof"), HandshakeFailure::Closed),
+            (Error::from(ErrorKind::ConnectionReset), HandshakeFailure::Closed),
+            (Error::other("something else"), HandshakeFailure::Other),
         ];
-        for (text, expected) in cases {
-            assert_eq!(HandshakeFailure::classify(text), expected, "{text}");
+        for (error, expected) in cases {
+            assert_eq!(HandshakeFailure::classify(&error), expected, "{error}");
         }
-    }
-
-    #[test]
-    fn histogram_buckets_are_cumulative() {
-        let h = Histogram::default();
-        h.observe(Duration::from_millis(3));
-        h.observe(Duration::from_millis(40));
-        h.observe(Duration::from_secs(2));
-        let mut out = String::new();
-        h.encode(&mut out, "d", "pool=\"p\"");
-        assert!(out.contains("d_bucket{pool=\"p\",le=\"0.005\"} 1\n"));
-        assert!(out.contains("d_bucket{pool=\"p\",le=\"0.05\"} 2\n"));
-        assert!(out.contains("d_bucket{pool=\"p\",le=\"2.5\"} 3\n"));
-        assert!(out.contains("d_bucket{pool=\"p\",le=\"+Inf\"} 3\n"));
-        assert!(out.contains("d_count{pool=\"p\"} 3\n"));
     }
 }

@@ -12,77 +12,37 @@ use std::{
 use tokio::sync::Notify;
 
 use crate::{
-    balance::{self, Pick, Strategy, View},
-    health::{Health, HealthPolicy, Transition},
-    upstream::Upstream,
+    balance::{self, Pick, View},
+    config::{HealthPolicy, PoolConfig, PoolSettings, UpstreamSettings},
+    health::{Health, Transition},
+    histogram::Histogram,
+    upstream::{Endpoint, Upstream},
 };
-
-/// How a pool balances, checks and queues.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolSettings {
-    pub strategy: Strategy,
-    /// Active check (`GET path`, expecting 200 and `expect` in the body); `None` disables it.
-    pub check: Option<ActiveCheck>,
-    pub health: HealthPolicy,
-    /// Take a member out on a 5xx answer, not only on connection failures.
-    pub eject_on_5xx: bool,
-    pub queue_max: usize,
-    pub queue_timeout: Duration,
-    /// `Retry-After` for shed requests is drawn from this range (seconds).
-    pub retry_after: (u64, u64),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActiveCheck {
-    pub path: String,
-    pub expect: String,
-    pub interval: Duration,
-    pub timeout: Duration,
-}
-
-impl Default for PoolSettings {
-    fn default() -> Self {
-        Self {
-            strategy: Strategy::default(),
-            check: Some(ActiveCheck {
-                path: "/status/v1/simple".into(),
-                expect: "running".into(),
-                interval: Duration::from_secs(2),
-                timeout: Duration::from_secs(2),
-            }),
-            health: HealthPolicy::default(),
-            eject_on_5xx: false,
-            queue_max: 1000,
-            queue_timeout: Duration::from_secs(30),
-            retry_after: (5, 15),
-        }
-    }
-}
 
 /// One backend of a pool.
 #[derive(Debug)]
-pub struct Member {
-    pub upstream: Arc<Upstream>,
+pub(crate) struct Member {
+    pub(crate) upstream: Arc<Upstream>,
     /// A hot standby (the seed's `status=+H`): used only when no primary is eligible.
-    pub standby: bool,
+    pub(crate) standby: bool,
     /// Requests this member takes at once (a compiler's JRuby count); `None` is unlimited.
-    pub max_in_flight: Option<usize>,
+    pub(crate) max_in_flight: Option<usize>,
     in_flight: AtomicUsize,
     healthy: AtomicBool,
     drained: AtomicBool,
     health: Mutex<Health>,
     released: Arc<Notify>,
-    pub stats: MemberStats,
+    pub(crate) stats: MemberStats,
 }
 
 /// Counters of one member, read by the admin endpoints.
 #[derive(Debug, Default)]
-pub struct MemberStats {
-    pub requests: AtomicU64,
-    pub failures: AtomicU64,
-    pub ejections: AtomicU64,
+pub(crate) struct MemberStats {
+    pub(crate) requests: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) ejections: AtomicU64,
     /// Responses by status class: index 0 = 1xx … 4 = 5xx.
-    pub by_class: [AtomicU64; 5],
+    pub(crate) by_class: [AtomicU64; 5],
 }
 
 impl Member {
@@ -105,19 +65,19 @@ impl Member {
         }
     }
 
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         self.upstream.url()
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    pub fn is_drained(&self) -> bool {
+    pub(crate) fn is_drained(&self) -> bool {
         self.drained.load(Ordering::Relaxed)
     }
 
@@ -134,13 +94,13 @@ impl Member {
     }
 
     /// An active probe's result; returns the transition, if any.
-    pub fn record_probe(&self, ok: bool, policy: &HealthPolicy) -> Option<Transition> {
+    pub(crate) fn record_probe(&self, ok: bool, policy: &HealthPolicy) -> Option<Transition> {
         let transition = self.health.lock().ok()?.probe(ok, Instant::now(), policy);
         self.apply(transition)
     }
 
     /// A request failed in a way that says the member is gone: out of rotation at once.
-    pub fn eject(&self, policy: &HealthPolicy) -> Option<Transition> {
+    pub(crate) fn eject(&self, policy: &HealthPolicy) -> Option<Transition> {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
         let transition = self.health.lock().ok()?.eject(Instant::now(), policy);
         if transition.is_some() {
@@ -151,7 +111,7 @@ impl Member {
     }
 
     /// How long until the next probe.
-    pub fn next_probe_in(&self, interval: Duration) -> Duration {
+    pub(crate) fn next_probe_in(&self, interval: Duration) -> Duration {
         self.health.lock().map_or(interval, |h| h.next_probe_in(Instant::now(), interval))
     }
 
@@ -169,7 +129,7 @@ impl Member {
     }
 
     /// Stops (`true`) or resumes (`false`) new requests to this member; in-flight ones finish.
-    pub fn set_drained(&self, drained: bool) {
+    pub(crate) fn set_drained(&self, drained: bool) {
         self.drained.store(drained, Ordering::Relaxed);
         if !drained {
             self.released.notify_waiters();
@@ -177,7 +137,7 @@ impl Member {
     }
 
     /// Counts a response by status class.
-    pub fn record_status(&self, status: u16) {
+    pub(crate) fn record_status(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.stats.by_class[class].fetch_add(1, Ordering::Relaxed);
     }
@@ -185,10 +145,10 @@ impl Member {
 
 /// A request in flight on a member; frees the slot and wakes one queued request on drop.
 #[derive(Debug)]
-pub struct InFlight(Arc<Member>);
+pub(crate) struct InFlight(Arc<Member>);
 
 impl InFlight {
-    pub fn member(&self) -> &Arc<Member> {
+    pub(crate) fn member(&self) -> &Arc<Member> {
         &self.0
     }
 }
@@ -202,7 +162,7 @@ impl Drop for InFlight {
 
 /// Why a pool could not give a request a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shed {
+pub(crate) enum Shed {
     /// No member is healthy, undrained and untried.
     NoMember,
     /// Every eligible member is full and the queue is at its limit.
@@ -213,17 +173,17 @@ pub enum Shed {
 
 /// Counters of one pool.
 #[derive(Debug, Default)]
-pub struct PoolStats {
-    pub duration: crate::metrics::Histogram,
-    pub shed_no_member: AtomicU64,
-    pub shed_queue_full: AtomicU64,
-    pub shed_queue_timeout: AtomicU64,
-    pub shed_backend_failed: AtomicU64,
+pub(crate) struct PoolStats {
+    pub(crate) duration: Histogram,
+    pub(crate) shed_no_member: AtomicU64,
+    pub(crate) shed_queue_full: AtomicU64,
+    pub(crate) shed_queue_timeout: AtomicU64,
+    pub(crate) shed_backend_failed: AtomicU64,
 }
 
 impl PoolStats {
     /// Counts a request shed for `why`.
-    pub fn shed(&self, why: Shed) {
+    pub(crate) fn shed(&self, why: Shed) {
         let counter = match why {
             Shed::NoMember => &self.shed_no_member,
             Shed::QueueFull => &self.shed_queue_full,
@@ -235,39 +195,33 @@ impl PoolStats {
 
 /// A named set of members.
 #[derive(Debug)]
-pub struct Pool {
-    pub name: String,
-    pub settings: PoolSettings,
-    pub stats: PoolStats,
+pub(crate) struct Pool {
+    pub(crate) name: String,
+    pub(crate) settings: PoolSettings,
+    pub(crate) stats: PoolStats,
     members: Vec<Arc<Member>>,
     turn: AtomicUsize,
     queued: AtomicUsize,
     released: Arc<Notify>,
 }
 
-/// A member's configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberSpec {
-    pub standby: bool,
-    pub max_in_flight: Option<usize>,
-}
-
 impl Pool {
-    pub fn new(
-        name: impl Into<String>,
-        settings: PoolSettings,
-        members: Vec<(Upstream, MemberSpec)>,
-    ) -> Self {
+    /// The pool `config` describes; members whose URL does not parse were refused by the config
+    /// check already and are skipped.
+    pub(crate) fn new(config: &PoolConfig, upstream: &UpstreamSettings) -> Self {
         let released = Arc::new(Notify::new());
-        let members = members
-            .into_iter()
-            .map(|(upstream, spec)| {
-                Arc::new(Member::new(upstream, spec.standby, spec.max_in_flight, released.clone()))
+        let members = config
+            .members
+            .iter()
+            .filter_map(|m| {
+                let endpoint = Endpoint::parse(&m.url).ok()?;
+                let upstream = Upstream::new(endpoint, upstream.clone());
+                Some(Arc::new(Member::new(upstream, m.standby, m.max_in_flight, released.clone())))
             })
             .collect();
         Self {
-            name: name.into(),
-            settings,
+            name: config.name.clone(),
+            settings: config.settings.clone(),
             stats: PoolStats::default(),
             members,
             turn: AtomicUsize::new(0),
@@ -276,23 +230,23 @@ impl Pool {
         }
     }
 
-    pub fn members(&self) -> &[Arc<Member>] {
+    pub(crate) fn members(&self) -> &[Arc<Member>] {
         &self.members
     }
 
     /// Requests waiting for a member.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
 
     /// Whether any member could take a request now (healthy and not drained).
-    pub fn has_eligible(&self) -> bool {
+    pub(crate) fn has_eligible(&self) -> bool {
         self.members.iter().any(|m| m.is_healthy() && !m.is_drained())
     }
 
     /// A slot on a member for one attempt, waiting in the pool's queue when all eligible members
     /// are full. `tried` excludes members this request already failed on.
-    pub async fn acquire(
+    pub(crate) async fn acquire(
         &self,
         key: Option<&str>,
         tried: &[usize],
@@ -342,7 +296,7 @@ impl Pool {
     }
 
     /// A jittered `Retry-After` in seconds, so that shed agents do not come back together.
-    pub fn retry_after(&self) -> u64 {
+    pub(crate) fn retry_after(&self) -> u64 {
         let (low, high) = self.settings.retry_after;
         fastrand::u64(low..=high.max(low))
     }
@@ -369,22 +323,20 @@ impl Drop for QueueTicket<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::UpstreamSettings;
+    use crate::balance::Strategy;
 
     fn pool(specs: &[(bool, Option<usize>)], settings: PoolSettings) -> Pool {
         let members = specs
             .iter()
             .enumerate()
-            .map(|(i, (standby, max))| {
-                let upstream = Upstream::new(
-                    &format!("http://127.0.0.1:{}", 1000 + i),
-                    UpstreamSettings::default(),
-                )
-                .expect("url");
-                (upstream, MemberSpec { standby: *standby, max_in_flight: *max })
+            .map(|(i, (standby, max))| crate::config::MemberConfig {
+                url: format!("http://127.0.0.1:{}", 1000 + i),
+                standby: *standby,
+                max_in_flight: *max,
             })
             .collect();
-        Pool::new("p", settings, members)
+        let config = PoolConfig { name: "p".into(), settings, members };
+        Pool::new(&config, &UpstreamSettings::default())
     }
 
     fn quick() -> PoolSettings {

@@ -3,19 +3,18 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bytes::Bytes;
-use http::{header, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
-use tokio::{net::TcpStream, sync::watch};
+use http::StatusCode;
+use tokio::sync::watch;
 
 use crate::{
+    config::ActiveCheck,
+    fetch::{self, Get},
     health::Transition,
-    pool::{ActiveCheck, Member, Pool},
+    pool::{Member, Pool},
 };
 
 /// Starts the probing tasks of `pool`; they stop when `stop` turns true.
-pub fn spawn_checks(pool: &Arc<Pool>, stop: &watch::Receiver<bool>) {
+pub(crate) fn spawn_checks(pool: &Arc<Pool>, stop: &watch::Receiver<bool>) {
     for member in pool.members() {
         tokio::spawn(probe_loop(pool.clone(), member.clone(), stop.clone()));
     }
@@ -51,40 +50,27 @@ async fn probe_loop(pool: Arc<Pool>, member: Arc<Member>, mut stop: watch::Recei
 }
 
 /// One probe: the HTTP check when configured, else a TCP connect.
-pub async fn probe(member: &Member, check: Option<&ActiveCheck>) -> Result<(), String> {
-    let timeout = check.map_or(Duration::from_secs(2), |c| c.timeout);
-    let attempt = async {
-        let stream = TcpStream::connect(member.upstream.authority())
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let Some(check) = check else { return Ok(()) };
-        http_check(stream, member, check).await
+async fn probe(member: &Member, check: Option<&ActiveCheck>) -> Result<(), String> {
+    let Some(check) = check else {
+        let connect = tokio::net::TcpStream::connect(member.upstream.authority());
+        return match tokio::time::timeout(Duration::from_secs(2), connect).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("connect: {e}")),
+            Err(_) => Err("connect: no answer within 2s".into()),
+        };
     };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
-}
-
-async fn http_check(stream: TcpStream, member: &Member, check: &ActiveCheck) -> Result<(), String> {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let request = Request::get(check.path.as_str())
-        .header(header::HOST, member.upstream.authority())
-        .header(header::USER_AGENT, "crossbar-health-check")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-    let status = response.status();
-    let body = Limited::new(response.into_body(), 4096)
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    let text = String::from_utf8_lossy(&body);
-    if status == StatusCode::OK && text.trim() == check.expect {
+    let fetched = fetch::get(Get {
+        authority: member.upstream.authority(),
+        path: &check.path,
+        user_agent: "crossbar-health-check",
+        if_modified_since: None,
+        max_body: 4096,
+        timeout: check.timeout,
+    })
+    .await?;
+    let text = String::from_utf8_lossy(&fetched.body);
+    if fetched.status == StatusCode::OK && text.trim() == check.expect {
         return Ok(());
     }
-    Err(format!("{} answered {status} {:?}", check.path, text.trim()))
+    Err(format!("{} answered {} {:?}", check.path, fetched.status, text.trim()))
 }

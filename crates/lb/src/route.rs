@@ -6,7 +6,7 @@ use regex::Regex;
 
 /// How a route recognises its requests.
 #[derive(Debug, Clone)]
-pub enum Matcher {
+pub(crate) enum Matcher {
     /// The path starts with this.
     Prefix(String),
     /// The path matches this expression.
@@ -17,14 +17,14 @@ pub enum Matcher {
 
 /// One routing rule.
 #[derive(Debug, Clone)]
-pub struct Route {
-    pub matcher: Matcher,
-    pub pool: String,
+pub(crate) struct Route {
+    pub(crate) matcher: Matcher,
+    pub(crate) pool: String,
 }
 
 /// Routes in order; the first match wins, else the fallback pool.
 #[derive(Debug, Clone)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     routes: Vec<Route>,
     fallback: String,
     /// Each route's log label, made once (the last is the fallback's).
@@ -32,14 +32,14 @@ pub struct RouteTable {
 }
 
 /// The pool for CA traffic and the pool for everything else when no routes are configured.
-pub const CA_POOL: &str = "ca";
-pub const COMPILER_POOL: &str = "compilers";
+pub(crate) const CA_POOL: &str = "ca";
+pub(crate) const COMPILER_POOL: &str = "compilers";
 
 impl RouteTable {
     /// The seed's routing: `/puppet-ca/` and the Puppet 3 `/<env>/certificate…` forms always go
     /// to the CA pool (a configured route never captures CA traffic), then configured routes in
     /// order, then the compilers.
-    pub fn with_defaults(configured: Vec<Route>) -> Self {
+    pub(crate) fn with_defaults(configured: Vec<Route>) -> Self {
         let mut routes =
             vec![Route { matcher: Matcher::Prefix("/puppet-ca/".into()), pool: CA_POOL.into() }];
         // Built from a literal: cannot fail.
@@ -56,12 +56,13 @@ impl RouteTable {
     }
 
     /// The pool for a request to `path` with `query`.
-    pub fn pool_for(&self, path: &str, query: Option<&str>) -> &str {
+    #[cfg(test)]
+    pub(crate) fn pool_for(&self, path: &str, query: Option<&str>) -> &str {
         self.route_for(path, query).1
     }
 
     /// The matched route's index (`None`: the fallback) and its pool.
-    pub fn route_for(&self, path: &str, query: Option<&str>) -> (Option<usize>, &str) {
+    pub(crate) fn route_for(&self, path: &str, query: Option<&str>) -> (Option<usize>, &str) {
         match self.routes.iter().position(|route| route.matcher.matches(path, query)) {
             Some(i) => (Some(i), self.routes[i].pool.as_str()),
             None => (None, self.fallback.as_str()),
@@ -69,21 +70,21 @@ impl RouteTable {
     }
 
     /// A route's label for logs: its matcher, or `default`.
-    pub fn label(&self, index: Option<usize>) -> Arc<str> {
+    pub(crate) fn label(&self, index: Option<usize>) -> Arc<str> {
         let i = index.unwrap_or(self.routes.len()).min(self.labels.len().saturating_sub(1));
         self.labels.get(i).cloned().unwrap_or_else(|| Arc::from("default"))
     }
 
     /// Every pool a route can send to (for configuration checks).
-    pub fn pools(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn pools(&self) -> impl Iterator<Item = &str> {
         self.routes.iter().map(|r| r.pool.as_str()).chain(std::iter::once(self.fallback.as_str()))
     }
 
-    pub fn routes(&self) -> &[Route] {
+    pub(crate) fn routes(&self) -> &[Route] {
         &self.routes
     }
 
-    pub fn fallback(&self) -> &str {
+    pub(crate) fn fallback(&self) -> &str {
         &self.fallback
     }
 }

@@ -2,9 +2,9 @@
 //! the whole CA bundle and its CRLs, built into one immutable snapshot.
 
 mod revocation;
-pub mod watch;
+pub(crate) mod watch;
 
-use std::{path::PathBuf, sync::Arc, time::SystemTime};
+use std::{path::PathBuf, sync::Arc};
 
 use rustls::{
     pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer},
@@ -13,37 +13,30 @@ use rustls::{
 };
 use thiserror::Error;
 
-/// Where the TLS material comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub client_ca: PathBuf,
-    /// A CRL file (PEM, possibly a chain), or none: then the CRLs come from elsewhere.
-    pub crl: Option<PathBuf>,
-}
+use crate::{config::TlsFiles, edge::LbNames};
 
 /// The bytes a snapshot is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsMaterial {
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
-    pub client_ca_pem: Vec<u8>,
-    pub crl_pem: Vec<u8>,
+pub(crate) struct TlsMaterial {
+    pub(crate) cert_pem: Vec<u8>,
+    pub(crate) key_pem: Vec<u8>,
+    pub(crate) client_ca_pem: Vec<u8>,
+    pub(crate) crl_pem: Vec<u8>,
 }
 
 /// One immutable TLS configuration, with what the rest of the LB wants to know about it.
 #[derive(Debug)]
-pub struct TlsSnapshot {
-    pub config: Arc<ServerConfig>,
-    pub material: TlsMaterial,
+pub(crate) struct TlsSnapshot {
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) material: TlsMaterial,
     /// The CA's CRL (the first of the chain): number and when it expires.
-    pub crl: Option<pki::crl::CrlInfo>,
-    pub built_at: SystemTime,
+    pub(crate) crl: Option<pki::crl::CrlInfo>,
+    /// The names of the LB's certificate (DNS names and addresses).
+    pub(crate) names: Arc<LbNames>,
 }
 
 #[derive(Debug, Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     #[error("{what} {path}: {source}")]
     Read { what: &'static str, path: PathBuf, source: std::io::Error },
     #[error("{what}: {reason}")]
@@ -56,7 +49,7 @@ pub enum TlsError {
 
 impl TlsFiles {
     /// Reads every file; `crl_override` replaces the CRL file's content (a pulled CRL).
-    pub fn read(&self, crl_override: Option<&[u8]>) -> Result<TlsMaterial, TlsError> {
+    pub(crate) fn read(&self, crl_override: Option<&[u8]>) -> Result<TlsMaterial, TlsError> {
         let read = |what, path: &PathBuf| {
             std::fs::read(path).map_err(|source| TlsError::Read {
                 what,
@@ -82,26 +75,22 @@ impl TlsSnapshot {
     /// Validates the material whole and builds the rustls configuration: TLS 1.2 and 1.3,
     /// aws-lc-rs, a client certificate requested but optional (agents bootstrap without one),
     /// and when present verified against every CA in the bundle and every CRL.
-    pub fn build(material: TlsMaterial) -> Result<Self, TlsError> {
+    pub(crate) fn build(material: TlsMaterial) -> Result<Self, TlsError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let certs = certificates(&material.cert_pem, "certificate")?;
         let key = private_key(&material.key_pem)?;
         let bundle = certificates(&material.client_ca_pem, "client CA bundle")?;
         let roots = roots(&bundle)?;
+        let names = names(certs.first())?;
         let crls = crls(&material.crl_pem)?;
-        let crl = crls
-            .first()
-            .map(|der| pki::crl::CrlInfo::from_der(der))
-            .transpose()
-            .map_err(|e| TlsError::Invalid { what: "CRL", reason: e.to_string() })?;
         let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .allow_unauthenticated()
             .build()?;
-        let verifier: Arc<dyn ClientCertVerifier> = if crls.is_empty() {
-            chain
+        let (verifier, crl): (Arc<dyn ClientCertVerifier>, _) = if crls.is_empty() {
+            (chain, None)
         } else {
-            let revoked = revocation::RevokedSerials::verified(&crls, &bundle)?;
-            Arc::new(revocation::RevocationCheckingVerifier { chain, revoked })
+            let (revoked, first) = revocation::RevokedSerials::verified(&crls, &bundle)?;
+            (Arc::new(revocation::RevocationCheckingVerifier { chain, revoked }), Some(first))
         };
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -115,7 +104,7 @@ impl TlsSnapshot {
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
         config.send_tls13_tickets = 1;
-        Ok(Self { config: Arc::new(config), material, crl, built_at: SystemTime::now() })
+        Ok(Self { config: Arc::new(config), material, crl, names })
     }
 }
 
@@ -123,6 +112,19 @@ fn certificates(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'st
     let blocks = pki::pemfile::blocks(pem, "CERTIFICATE")
         .map_err(|e| TlsError::Invalid { what, reason: e.to_string() })?;
     Ok(blocks.into_iter().map(CertificateDer::from).collect())
+}
+
+/// The DNS names and addresses the LB's certificate is for (subject alternative names, and the
+/// common name).
+fn names(cert: Option<&CertificateDer<'_>>) -> Result<Arc<LbNames>, TlsError> {
+    let invalid = |reason: String| TlsError::Invalid { what: "certificate", reason };
+    let der = cert.ok_or_else(|| invalid("no certificate".into()))?;
+    let description = pki::describe::certificate(der)
+        .ok_or_else(|| invalid("not an X.509 certificate".into()))?;
+    let alt = description.subject_alt_names.iter().filter_map(|name| {
+        name.strip_prefix("DNS:").or_else(|| name.strip_prefix("IP:")).map(str::to_owned)
+    });
+    Ok(LbNames::new(alt.chain([description.common_name.clone()])))
 }
 
 fn private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {

@@ -1,15 +1,25 @@
 //! Kept-alive HTTP/1.1 connections to one backend member.
 //!
-//! Unlike a generic client, this pool hands a request back when it was never written to a
-//! socket (connect refused, or a pooled connection found closed), so the caller can try another
-//! member even with a streaming PUT/POST body. A connection goes back to the pool only when its
-//! response body has been read to the end.
+//! Unlike a generic client, this hands a request back when it was never written to a socket
+//! (connect refused, or a pooled connection found closed), so the caller can try another member
+//! even with a streaming PUT/POST body; and it says where an exchange failed (connecting,
+//! sending, waiting), which decides who is to blame ([`crate::blame`]). The response timeout
+//! starts when the request's last byte has gone: a client trickling its body is bounded by the
+//! body guard ([`crate::body`]), never blamed on the backend.
+//!
+//! Idle connections are kept per worker thread (each thread runs its own runtime and drives
+//! the connections it opened), so taking one never touches a lock another thread holds. A
+//! connection goes back to its thread's pool only when its response body was read to the end.
 
 use std::{
+    cell::RefCell,
+    collections::HashMap,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
-    thread::ThreadId,
     time::{Duration, Instant},
 };
 
@@ -22,98 +32,68 @@ use hyper_util::rt::TokioIo;
 use thiserror::Error;
 use tokio::net::TcpStream;
 
-/// What we send upstream: the client's streaming body, or nothing (retried GETs, probes).
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+use crate::{blame::FailureClass, body::GuardedBody, config::UpstreamSettings};
 
-/// Timeouts and pool sizes for one member.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamSettings {
-    pub connect_timeout: Duration,
-    /// From the request being written to the response head arriving. puppetserver compiles can
-    /// take minutes; agents wait up to `http_read_timeout` (10 min).
-    pub response_timeout: Duration,
-    /// How long an unused connection is kept (below the backend's own idle timeout).
-    pub idle_timeout: Duration,
-    pub max_idle: usize,
-}
-
-impl Default for UpstreamSettings {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(2),
-            response_timeout: Duration::from_secs(600),
-            idle_timeout: Duration::from_secs(20),
-            max_idle: 64,
-        }
-    }
-}
+/// What we send upstream: the client's guarded streaming body, or nothing (body-less requests,
+/// retried GETs).
+pub(crate) type UpstreamBody = Either<GuardedBody, Empty<Bytes>>;
 
 /// Why a backend exchange failed.
 #[derive(Debug, Error)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     #[error("connect to {0} failed: {1}")]
     Connect(String, std::io::Error),
     #[error("connect to {0} timed out")]
     ConnectTimeout(String),
     #[error("HTTP handshake with {0} failed: {1}")]
     Handshake(String, hyper::Error),
-    #[error("{0} closed the connection before answering: {1}")]
-    Send(String, hyper::Error),
     #[error("the new connection to {0} closed before the request was sent")]
     Closed(String),
-    #[error("{0} sent no response within {1:?}")]
+    #[error("{0} failed the exchange: {1}")]
+    Exchange(String, hyper::Error),
+    #[error("{0} sent no response within {1:?} of the request's end")]
     ResponseTimeout(String, Duration),
 }
 
 impl FailureKind {
-    /// A connection-level failure (the member is unreachable), as opposed to a slow answer.
-    pub fn is_connect(&self) -> bool {
-        matches!(
-            self,
-            Self::Connect(..) | Self::ConnectTimeout(..) | Self::Handshake(..) | Self::Closed(..)
-        )
+    /// What kind of failure this is, for [`crate::blame`].
+    pub(crate) fn class(&self) -> FailureClass {
+        match self {
+            Self::Connect(..)
+            | Self::ConnectTimeout(..)
+            | Self::Handshake(..)
+            | Self::Closed(..) => FailureClass::Connect,
+            Self::Exchange(_, e) if e.is_parse() => FailureClass::Malformed,
+            Self::Exchange(..) => FailureClass::Closed,
+            Self::ResponseTimeout(..) => FailureClass::ResponseTimeout,
+        }
     }
 }
 
 /// A failed exchange; `request` is `Some` when it never reached the backend.
 #[derive(Debug)]
-pub struct SendFailure {
-    pub kind: FailureKind,
-    pub request: Option<Request<UpstreamBody>>,
+pub(crate) struct SendFailure {
+    pub(crate) kind: FailureKind,
+    pub(crate) request: Option<Request<UpstreamBody>>,
 }
 
-/// One backend: where it is and its idle connections.
-pub struct Upstream {
-    url: String,
-    authority: String,
-    settings: UpstreamSettings,
-    idle: Mutex<Vec<Idle>>,
-}
-
-/// A pooled connection, and the thread whose runtime drives it: connections are only reused
-/// on that thread (see [`crate::server::serve`]), and `max_idle` counts per thread.
-struct Idle {
-    sender: SendRequest<UpstreamBody>,
-    since: Instant,
-    home: ThreadId,
-}
-
-impl std::fmt::Debug for Upstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("url", &self.url).finish_non_exhaustive()
-    }
+/// Where a member is: `http://host:port`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    pub(crate) url: String,
+    /// `host:port` to connect to.
+    pub(crate) authority: String,
 }
 
 #[derive(Debug, Error)]
 #[error("member url {url:?}: {reason}")]
-pub struct UrlError {
-    pub url: String,
-    pub reason: &'static str,
+pub(crate) struct UrlError {
+    url: String,
+    reason: &'static str,
 }
 
-impl Upstream {
-    /// A member at `url` (`http://host:port`).
-    pub fn new(url: &str, settings: UpstreamSettings) -> Result<Self, UrlError> {
+impl Endpoint {
+    pub(crate) fn parse(url: &str) -> Result<Self, UrlError> {
         let err = |reason| UrlError { url: url.to_owned(), reason };
         let uri: Uri = url.parse().map_err(|_| err("not a URL"))?;
         if uri.scheme_str() != Some("http") {
@@ -125,31 +105,89 @@ impl Upstream {
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(err("a member URL has no path"));
         }
+        if authority.as_str().contains('@') {
+            return Err(err("a member URL has no user information"));
+        }
         let port = authority.port_u16().unwrap_or(80);
-        let authority = format!("{}:{port}", authority.host());
         Ok(Self {
             url: url.trim_end_matches('/').to_owned(),
-            authority,
-            settings,
-            idle: Mutex::new(Vec::new()),
+            authority: format!("{}:{port}", authority.host()),
         })
     }
+}
 
-    pub fn url(&self) -> &str {
-        &self.url
+/// One backend: where it is, and the key of its idle connections in each worker's pool.
+pub(crate) struct Upstream {
+    endpoint: Endpoint,
+    settings: UpstreamSettings,
+    /// This upstream's key in the per-thread idle pools.
+    id: usize,
+    /// Bumped to drop every idle connection (an ejection): pooled connections of an older
+    /// epoch are discarded when found.
+    epoch: AtomicU64,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("url", &self.endpoint.url).finish_non_exhaustive()
+    }
+}
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+/// A pooled connection, and until when it may be reused.
+struct Idle {
+    sender: SendRequest<UpstreamBody>,
+    expires: Instant,
+    epoch: u64,
+}
+
+impl Idle {
+    fn usable(&self, now: Instant, epoch: u64) -> bool {
+        self.epoch == epoch && now < self.expires && !self.sender.is_closed()
+    }
+}
+
+/// How often each worker drops its expired idle connections (and those of removed members).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs on each worker: drops this thread's idle connections that expired or closed, so that
+/// members no longer in use (after a reload) hold no sockets.
+pub(crate) async fn sweep_idle_forever() {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let now = Instant::now();
+        IDLE.with_borrow_mut(|idle| {
+            idle.retain(|_, pooled| {
+                pooled.retain(|c| now < c.expires && !c.sender.is_closed());
+                !pooled.is_empty()
+            });
+        });
+    }
+}
+
+thread_local! {
+    /// This thread's idle connections, by upstream id. Only this thread's runtime drives them.
+    static IDLE: RefCell<HashMap<usize, Vec<Idle>>> = RefCell::new(HashMap::new());
+}
+
+impl Upstream {
+    pub(crate) fn new(endpoint: Endpoint, settings: UpstreamSettings) -> Self {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Self { endpoint, settings, id, epoch: AtomicU64::new(0) }
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.endpoint.url
     }
 
     /// `host:port` to connect to.
-    pub fn authority(&self) -> &str {
-        &self.authority
-    }
-
-    pub fn settings(&self) -> &UpstreamSettings {
-        &self.settings
+    pub(crate) fn authority(&self) -> &str {
+        &self.endpoint.authority
     }
 
     /// Sends `request` over a pooled or new connection.
-    pub async fn send(
+    pub(crate) async fn send(
         self: &Arc<Self>,
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, SendFailure> {
@@ -167,71 +205,65 @@ impl Upstream {
         match self.exchange(sender, request).await {
             Exchange::Done(result) => result,
             Exchange::Unsent(back) => Err(SendFailure {
-                kind: FailureKind::Closed(self.url.clone()),
+                kind: FailureKind::Closed(self.endpoint.url.clone()),
                 request: Some(back),
             }),
         }
     }
 
-    /// Drops every idle connection (the member left the pool or was ejected).
-    pub fn clear_idle(&self) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.clear();
-        }
+    /// Drops every idle connection, on every thread (the member was ejected).
+    pub(crate) fn clear_idle(&self) {
+        self.epoch.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The most recently used idle connection of this thread.
     async fn take_idle(&self) -> Option<SendRequest<UpstreamBody>> {
-        let here = std::thread::current().id();
+        let epoch = self.epoch.load(Ordering::Relaxed);
         loop {
-            let Idle { mut sender, since, .. } = {
-                let mut idle = self.idle.lock().ok()?;
-                let mine = idle.iter().rposition(|c| c.home == here)?;
-                idle.remove(mine)
-            };
-            if since.elapsed() >= self.settings.idle_timeout || sender.is_closed() {
+            let idle = IDLE.with_borrow_mut(|idle| idle.get_mut(&self.id)?.pop())?;
+            if !idle.usable(Instant::now(), epoch) {
                 continue;
             }
+            let mut sender = idle.sender;
             if sender.ready().await.is_ok() {
                 return Some(sender);
             }
         }
     }
 
-    fn put_idle(&self, sender: SendRequest<UpstreamBody>, home: ThreadId) {
+    fn put_idle(&self, sender: SendRequest<UpstreamBody>) {
         if sender.is_closed() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock() {
-            let now = Instant::now();
-            let mine = |idle: &[Idle]| idle.iter().filter(|c| c.home == home).count();
-            if mine(&idle) >= self.settings.max_idle {
-                // Full: make room from connections that expired or closed, if any.
-                let timeout = self.settings.idle_timeout;
-                idle.retain(|c| now.duration_since(c.since) < timeout && !c.sender.is_closed());
+        let now = Instant::now();
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        let expires = now + self.settings.idle_timeout;
+        IDLE.with_borrow_mut(|idle| {
+            let mine = idle.entry(self.id).or_default();
+            if mine.len() >= self.settings.max_idle {
+                // Full: make room from connections that expired, closed or were cleared.
+                mine.retain(|c| c.usable(now, epoch));
             }
-            if mine(&idle) < self.settings.max_idle {
-                idle.push(Idle { sender, since: now, home });
+            if mine.len() < self.settings.max_idle {
+                mine.push(Idle { sender, expires, epoch });
             }
-        }
+        });
     }
 
     async fn connect(&self) -> Result<SendRequest<UpstreamBody>, FailureKind> {
-        let addr = &self.authority;
-        let stream =
-            match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr))
-                .await
-            {
-                Err(_) => return Err(FailureKind::ConnectTimeout(addr.clone())),
-                Ok(Err(e)) => return Err(FailureKind::Connect(addr.clone(), e)),
-                Ok(Ok(stream)) => stream,
-            };
+        let addr = &self.endpoint.authority;
+        let connect = TcpStream::connect(addr);
+        let stream = match tokio::time::timeout(self.settings.connect_timeout, connect).await {
+            Err(_) => return Err(FailureKind::ConnectTimeout(addr.clone())),
+            Ok(Err(e)) => return Err(FailureKind::Connect(addr.clone(), e)),
+            Ok(Ok(stream)) => stream,
+        };
         let _ = stream.set_nodelay(true);
         let (sender, connection) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| FailureKind::Handshake(addr.clone(), e))?;
-        let url = self.url.clone();
+        let url = self.endpoint.url.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(member = %url, error = %e, "backend connection ended with an error");
@@ -240,25 +272,51 @@ impl Upstream {
         Ok(sender)
     }
 
+    /// Sends one request on `sender`. The response timeout runs from the moment the request's
+    /// body is complete (at once for a body-less request).
     async fn exchange(
         self: &Arc<Self>,
         mut sender: SendRequest<UpstreamBody>,
         request: Request<UpstreamBody>,
     ) -> Exchange {
-        let timeout = self.settings.response_timeout;
+        let upload = match request.body() {
+            Either::Left(body) => Some(body.upload().clone()),
+            Either::Right(_) => None,
+        };
         let sent = sender.try_send_request(request);
+        tokio::pin!(sent);
+        if let Some(upload) = upload {
+            tokio::select! {
+                result = &mut sent => return self.answered(result, sender),
+                () = upload.finished() => {}
+            }
+        }
+        let timeout = self.settings.response_timeout;
         match tokio::time::timeout(timeout, sent).await {
             Err(_) => Exchange::Done(Err(SendFailure {
-                kind: FailureKind::ResponseTimeout(self.url.clone(), timeout),
+                kind: FailureKind::ResponseTimeout(self.endpoint.url.clone(), timeout),
                 request: None,
             })),
-            Ok(Ok(response)) => {
+            Ok(result) => self.answered(result, sender),
+        }
+    }
+
+    fn answered(
+        self: &Arc<Self>,
+        result: Result<
+            Response<Incoming>,
+            hyper::client::conn::TrySendError<Request<UpstreamBody>>,
+        >,
+        sender: SendRequest<UpstreamBody>,
+    ) -> Exchange {
+        match result {
+            Ok(response) => {
                 Exchange::Done(Ok(response.map(|body| PooledBody::new(body, sender, self.clone()))))
             }
-            Ok(Err(mut e)) => match e.take_message() {
+            Err(mut e) => match e.take_message() {
                 Some(request) => Exchange::Unsent(request),
                 None => Exchange::Done(Err(SendFailure {
-                    kind: FailureKind::Send(self.url.clone(), e.into_error()),
+                    kind: FailureKind::Exchange(self.endpoint.url.clone(), e.into_error()),
                     request: None,
                 })),
             },
@@ -273,23 +331,21 @@ enum Exchange {
 
 /// Called once when a response body ends or is dropped: bytes passed and whether it ended
 /// cleanly.
-pub type OnDone = Box<dyn FnOnce(u64, bool) + Send + Sync>;
+pub(crate) type OnDone = Box<dyn FnOnce(u64, bool) + Send + Sync>;
 
 /// A backend response body that returns its connection to the pool at its end.
-pub struct PooledBody {
+pub(crate) struct PooledBody {
     inner: Incoming,
-    /// The connection to give back, with the thread that drives it (where the response
-    /// started: the exchange and its connection run on one thread).
-    reuse: Option<(SendRequest<UpstreamBody>, ThreadId, Arc<Upstream>)>,
+    /// The connection to give back to this thread's pool (the exchange and its connection
+    /// run on one thread).
+    reuse: Option<(SendRequest<UpstreamBody>, Arc<Upstream>)>,
     bytes: u64,
     on_done: Option<OnDone>,
 }
 
 impl PooledBody {
     fn new(inner: Incoming, sender: SendRequest<UpstreamBody>, upstream: Arc<Upstream>) -> Self {
-        let home = std::thread::current().id();
-        let mut body =
-            Self { inner, reuse: Some((sender, home, upstream)), bytes: 0, on_done: None };
+        let mut body = Self { inner, reuse: Some((sender, upstream)), bytes: 0, on_done: None };
         if body.inner.is_end_stream() {
             body.release();
         }
@@ -298,7 +354,7 @@ impl PooledBody {
 
     /// Adds a completion callback (access log, in-flight accounting); callbacks run in the
     /// order they were added. Runs at once if the body already ended.
-    pub fn on_done(&mut self, done: OnDone) {
+    pub(crate) fn on_done(&mut self, done: OnDone) {
         if self.reuse.is_none() && self.inner.is_end_stream() && self.on_done.is_none() {
             done(self.bytes, true);
             return;
@@ -313,8 +369,8 @@ impl PooledBody {
     }
 
     fn release(&mut self) {
-        if let Some((sender, home, upstream)) = self.reuse.take() {
-            upstream.put_idle(sender, home);
+        if let Some((sender, upstream)) = self.reuse.take() {
+            upstream.put_idle(sender);
         }
     }
 
@@ -379,11 +435,12 @@ mod tests {
 
     #[test]
     fn member_urls() {
-        let ok = |url: &str| Upstream::new(url, UpstreamSettings::default()).map(|u| u.authority);
+        let ok = |url: &str| Endpoint::parse(url).map(|e| e.authority);
         assert_eq!(ok("http://127.0.0.1:8141").ok().as_deref(), Some("127.0.0.1:8141"));
         assert_eq!(ok("http://ca1.example.com/").ok().as_deref(), Some("ca1.example.com:80"));
         assert!(ok("https://127.0.0.1:8141").is_err());
         assert!(ok("http://127.0.0.1:8141/puppet").is_err());
+        assert!(ok("http://user@127.0.0.1:8141").is_err());
         assert!(ok("127.0.0.1:8141").is_err());
         assert!(ok("").is_err());
     }
@@ -412,12 +469,15 @@ mod tests {
         })
     }
 
+    fn upstream(url: &str) -> Arc<Upstream> {
+        let endpoint = Endpoint::parse(url).expect("a member URL");
+        Arc::new(Upstream::new(endpoint, UpstreamSettings::default()))
+    }
+
     #[test]
     fn idle_connections_are_reused_on_the_thread_that_drives_them_only() {
         let stub = testkit::stub::StubBackend::start(Duration::ZERO);
-        let upstream = Arc::new(
-            Upstream::new(&stub.url(), UpstreamSettings::default()).expect("a member URL"),
-        );
+        let upstream = upstream(&stub.url());
         // The first thread keeps its runtime, and so its pooled connection, alive until told.
         let (done, first_done) = std::sync::mpsc::channel();
         let (finish, finished) = tokio::sync::oneshot::channel::<()>();
@@ -441,5 +501,19 @@ mod tests {
         );
         let _ = finish.send(());
         first.join().expect("the first thread ends");
+    }
+
+    #[test]
+    fn clearing_drops_pooled_connections_on_every_thread() {
+        let stub = testkit::stub::StubBackend::start(Duration::ZERO);
+        let again = upstream(&stub.url());
+        on_own_runtime(async move {
+            assert_eq!(get(&again).await, 200);
+            again.clear_idle();
+            assert_eq!(get(&again).await, 200);
+        })
+        .join()
+        .expect("the thread's requests");
+        assert_eq!(stub.connections(), 2, "the cleared connection was not reused");
     }
 }

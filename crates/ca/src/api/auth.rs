@@ -1,5 +1,8 @@
-//! Who is calling the CA API: believed from `X-Client-*` headers only when the TCP peer is a
-//! trusted proxy (the LB); everyone else is anonymous.
+//! Who is calling the CA API. The `X-Client-*` headers are believed only from an
+//! authenticated LB: one that sends the proxy secret in `X-Crossbar-Proxy-Secret` (and, when
+//! `trusted_proxies` is set, from one of those addresses). A source address alone is not
+//! enough: on a one-host install every local process shares the loopback address. Everyone
+//! else is anonymous.
 
 use std::{collections::HashSet, net::IpAddr};
 
@@ -20,17 +23,45 @@ pub enum Caller {
     },
 }
 
-/// Who may do what: trusted proxies and admin certnames, from `[ca]`.
-#[derive(Debug, Clone, Default)]
+/// Who may do what: how LBs prove themselves, and admin certnames, from `[ca]`.
+#[derive(Clone, Default)]
 pub struct AccessPolicy {
+    /// The secret LBs send; `None` believes no identity header at all.
+    pub proxy_secret: Option<String>,
+    /// When not empty, LBs must also connect from one of these networks.
     pub trusted_proxies: Vec<IpNet>,
     pub admin_certnames: HashSet<String>,
 }
 
+impl std::fmt::Debug for AccessPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessPolicy")
+            .field("proxy_secret", &self.proxy_secret.as_ref().map(|_| "…"))
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("admin_certnames", &self.admin_certnames)
+            .finish()
+    }
+}
+
+/// The header an LB proves itself with.
+pub(super) const PROXY_SECRET_HEADER: &str = "x-crossbar-proxy-secret";
+
 impl AccessPolicy {
-    /// Reads the caller from the proxy's headers (exact `SUCCESS`, a CN in the DN).
+    /// Whether the request comes from an authenticated LB.
+    fn is_authenticated_lb(&self, peer: IpAddr, headers: &HeaderMap) -> bool {
+        let Some(secret) = &self.proxy_secret else { return false };
+        let sent = headers.get(PROXY_SECRET_HEADER).map_or(&[][..], |v| v.as_bytes());
+        let allowed = self.trusted_proxies.is_empty()
+            || self.trusted_proxies.iter().any(|n| n.contains(&peer));
+        constant_time_eq(sent, secret.as_bytes()) && allowed
+    }
+
+    /// Reads the caller from an authenticated LB's headers (exact `SUCCESS`, a CN in the DN).
     pub fn caller(&self, peer: IpAddr, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        if !self.trusted_proxies.iter().any(|net| net.contains(&peer)) {
+        if !self.is_authenticated_lb(peer, headers) {
+            if headers.contains_key("x-client-verify") {
+                tracing::debug!(%peer, "X-Client-* headers from a caller that is not an authenticated LB; treating it as anonymous");
+            }
             return Ok(Caller::Anonymous);
         }
         let verified = headers.get("x-client-verify").is_some_and(|v| v.as_bytes() == b"SUCCESS");
@@ -55,6 +86,11 @@ impl AccessPolicy {
             }
         }
     }
+}
+
+/// Compares without leaking where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The first CN of an RFC 2253 DN (`CN=a,O=b`) or of OpenSSL's slash form (`/CN=a/O=b`).
@@ -106,8 +142,10 @@ mod tests {
     }
 
     #[test]
-    fn headers_count_only_from_trusted_proxies_and_only_with_success() {
+    fn headers_count_only_from_an_authenticated_lb_and_only_with_success() {
+        let secret = "0123456789abcdef0123";
         let policy = AccessPolicy {
+            proxy_secret: Some(secret.into()),
             trusted_proxies: vec!["127.0.0.1/32".parse().expect("net")],
             admin_certnames: HashSet::from(["admin".to_owned()]),
         };
@@ -116,10 +154,30 @@ mod tests {
         headers.insert("x-client-dn", "CN=admin".parse().expect("value"));
         let local: IpAddr = "127.0.0.1".parse().expect("ip");
         let remote: IpAddr = "10.1.2.3".parse().expect("ip");
+        assert_eq!(
+            policy.caller(local, &headers).expect("caller"),
+            Caller::Anonymous,
+            "no secret: any local process could send these headers"
+        );
+        headers.insert(PROXY_SECRET_HEADER, "0123456789abcdef0124".parse().expect("value"));
+        assert_eq!(
+            policy.caller(local, &headers).expect("caller"),
+            Caller::Anonymous,
+            "a wrong secret"
+        );
+        headers.insert(PROXY_SECRET_HEADER, secret.parse().expect("value"));
         let caller = policy.caller(local, &headers).expect("caller");
         assert_eq!(caller, Caller::Client { certname: "admin".into(), cli_auth: false });
         assert!(policy.is_admin(&caller));
-        assert_eq!(policy.caller(remote, &headers).expect("caller"), Caller::Anonymous);
+        assert_eq!(
+            policy.caller(remote, &headers).expect("caller"),
+            Caller::Anonymous,
+            "the secret from outside trusted_proxies"
+        );
+        let anywhere = AccessPolicy { trusted_proxies: vec![], ..policy.clone() };
+        assert!(matches!(anywhere.caller(remote, &headers), Ok(Caller::Client { .. })));
+        let no_secret = AccessPolicy { proxy_secret: None, ..policy.clone() };
+        assert_eq!(no_secret.caller(local, &headers).expect("caller"), Caller::Anonymous);
         headers.insert("x-client-verify", "success".parse().expect("value"));
         assert_eq!(policy.caller(local, &headers).expect("caller"), Caller::Anonymous);
         headers.insert("x-client-verify", "SUCCESS".parse().expect("value"));

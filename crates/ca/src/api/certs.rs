@@ -1,7 +1,6 @@
 //! Certificates, requests, the CRL and expirations: what agents use, mostly unauthenticated.
 
 use axum::{
-    body::Bytes,
     extract::State as AxState,
     response::{IntoResponse, Response},
     Json,
@@ -10,7 +9,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::{
     blocking,
-    extract::{Admin, Authenticated, RawSubject, Subject},
+    extract::{Admin, Authenticated, LimitedBody, RawSubject, Subject},
     not_modified, text, ApiError, State,
 };
 
@@ -51,7 +50,7 @@ pub(super) async fn get_request(
 pub(super) async fn put_request(
     AxState(state): AxState<State>,
     RawSubject(subject): RawSubject,
-    body: Bytes,
+    LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
     let pending = blocking(&state, move |ca| ca.check_request(&subject, &body)).await?;
     if state.autosign().decide(&pending.name, &pending.submitted).await {

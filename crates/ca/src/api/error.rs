@@ -21,6 +21,8 @@ pub enum ApiError {
     MethodNotAllowed,
     NotFound(String),
     BadClientCert(String),
+    /// A request body over the CA's limit.
+    TooLarge(String),
     Internal(String),
 }
 
@@ -40,6 +42,7 @@ impl ApiError {
             Self::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -56,7 +59,7 @@ impl ApiError {
                 "Forbidden request: {path} (method :{}). Please see the server logs for details.",
                 method.as_str().to_ascii_lowercase()
             ),
-            Self::BadInput(msg) | Self::NotFound(msg) => msg.clone(),
+            Self::BadInput(msg) | Self::NotFound(msg) | Self::TooLarge(msg) => msg.clone(),
             Self::BadClientCert(msg) => format!("Unable to parse the X-Client-Cert header: {msg}"),
             Self::UnsupportedMediaType => "Unsupported media type.".into(),
             Self::NotAcceptable => "No acceptable resource available.".into(),

@@ -3,11 +3,16 @@
 
 use std::{collections::HashMap, net::SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts, Path};
+use axum::{
+    body::Bytes,
+    extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request},
+};
+use bytes::BytesMut;
 use http::request::Parts;
+use http_body_util::BodyExt;
 use pki::Certname;
 
-use super::{ApiError, Caller, State};
+use super::{ApiError, Caller, State, MAX_BODY};
 use crate::error::CaError;
 
 /// A caller allowed to administer the CA (`pp_cli_auth`, or a name in `admin_certnames`);
@@ -88,5 +93,40 @@ impl FromRequestParts<State> for RawSubject {
             .remove("subject")
             .map(Self)
             .ok_or_else(|| ApiError::BadInput("Missing URL Segment".into()))
+    }
+}
+
+/// A request body of at most `MAX_BODY` bytes. A larger one is read on (and dropped) up to
+/// `DRAIN_LIMIT` before the 413 goes out: a server that answers and closes with a body still
+/// unread makes the kernel reset the connection, and the LB in front could lose the answer.
+pub(super) struct LimitedBody(pub(super) Bytes);
+
+/// How much of an oversized body is read and dropped so that its 413 arrives intact.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+impl FromRequest<State> for LimitedBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _: &State) -> Result<Self, ApiError> {
+        let mut body = request.into_body();
+        let mut kept = BytesMut::new();
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| ApiError::BadInput(format!("unreadable request body: {e}")))?;
+            let Ok(chunk) = frame.into_data() else { continue };
+            seen += chunk.len();
+            if seen <= MAX_BODY {
+                kept.extend_from_slice(&chunk);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+        if seen > MAX_BODY {
+            return Err(ApiError::TooLarge(format!(
+                "Request body too large: the CA reads at most {MAX_BODY} bytes"
+            )));
+        }
+        Ok(Self(kept.freeze()))
     }
 }

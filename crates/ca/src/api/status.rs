@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use axum::{
-    body::Bytes,
     extract::{Query, State as AxState},
     response::{IntoResponse, Response},
     Json,
@@ -15,7 +14,7 @@ use serde_json::Value;
 
 use super::{
     blocking,
-    extract::{Admin, Subject},
+    extract::{Admin, LimitedBody, Subject},
     ApiError, State,
 };
 use crate::{
@@ -45,7 +44,7 @@ pub(super) async fn put_status(
     AxState(state): AxState<State>,
     Subject(name): Subject,
     headers: HeaderMap,
-    body: Bytes,
+    LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
     check_content_type(&headers)?;
     let desired = parse_desired_state(name.as_str(), &body)?;
@@ -114,7 +113,7 @@ struct CleanBody {
 pub(super) async fn clean(
     _: Admin,
     AxState(state): AxState<State>,
-    body: Bytes,
+    LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
     let parsed: CleanBody = serde_json::from_slice(&body)
         .map_err(|_| ApiError::BadInput("Request body is not JSON.".into()))?;

@@ -78,7 +78,10 @@ fn broken_uploads_are_the_clients_fault_and_eject_nothing() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("a chunk size that is not hex", chunked_put("a.example.com", b"zz\r\nhello\r\n0\r\n\r\n")),
         ("bare LF line endings", chunked_put("a.example.com", b"5\nhello\n0\n\n")),
-        ("an overflowing chunk size", chunked_put("a.example.com", b"fffffffffffffffffff\r\nhello\r\n")),
+        (
+            "an overflowing chunk size",
+            chunked_put("a.example.com", b"fffffffffffffffffff\r\nhello\r\n"),
+        ),
         ("a huge chunk extension", chunked_put("a.example.com", long_extension.as_bytes())),
         ("a chunk longer than its size", chunked_put("a.example.com", b"2\r\nhello\r\n0\r\n\r\n")),
     ];
@@ -161,9 +164,13 @@ fn an_oversized_chunked_csr_gets_413_and_ejects_nothing() {
         }
         body.extend_from_slice(b"0\r\n\r\n");
         for _ in 0..5 {
-            let reply =
-                send_raw(&anonymous, cb.lb_port(), &chunked_put("big.example.com", &body), Duration::from_secs(10))
-                    .unwrap_or_else(|| panic!("{size_kib} KiB: no reply"));
+            let reply = send_raw(
+                &anonymous,
+                cb.lb_port(),
+                &chunked_put("big.example.com", &body),
+                Duration::from_secs(10),
+            )
+            .unwrap_or_else(|| panic!("{size_kib} KiB: no reply"));
             assert_eq!(reply.status, 413, "{size_kib} KiB: {}", reply.text());
         }
     }
@@ -212,14 +219,19 @@ fn a_stalled_body_is_cut_with_408_and_frees_its_slot() {
 fn request_heads_are_bounded_in_size_count_and_memory() {
     let fx = CaFixture::new(KeyAlgorithm::EcP256);
     let stub = StubBackend::start(Duration::ZERO);
-    let cb = start(&fx, &format!("[lb.pools.compilers]\nmembers = [{{ url = \"{}\" }}]\n", stub.url()));
+    let cb =
+        start(&fx, &format!("[lb.pools.compilers]\nmembers = [{{ url = \"{}\" }}]\n", stub.url()));
     let port = cb.lb_port();
     let anonymous = TlsClient::new(&fx.ca_bundle(), None);
     let with_header = |name: &str, len: usize| {
         request("GET", "/puppet/v3/node/x", &[(name, "a".repeat(len).as_str())], b"")
     };
     assert_eq!(anonymous.raw(port, &with_header("X-Pad", 12 * 1024)).status, 200, "12 KiB passes");
-    assert_eq!(anonymous.raw(port, &with_header("X-Pad", 20 * 1024)).status, 431, "20 KiB does not");
+    assert_eq!(
+        anonymous.raw(port, &with_header("X-Pad", 20 * 1024)).status,
+        431,
+        "20 KiB does not"
+    );
     let many: Vec<(String, &str)> = (0..101).map(|i| (format!("X-H{i}"), "1")).collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), *v)).collect();
     assert_eq!(anonymous.raw(port, &request("GET", "/puppet/v3/node/x", &many, b"")).status, 431);
@@ -256,7 +268,8 @@ fn request_heads_are_bounded_in_size_count_and_memory() {
 fn http11_is_enforced_at_the_edge() {
     let fx = CaFixture::new(KeyAlgorithm::EcP256);
     let stub = StubBackend::start(Duration::ZERO);
-    let cb = start(&fx, &format!("[lb.pools.compilers]\nmembers = [{{ url = \"{}\" }}]\n", stub.url()));
+    let cb =
+        start(&fx, &format!("[lb.pools.compilers]\nmembers = [{{ url = \"{}\" }}]\n", stub.url()));
     let port = cb.lb_port();
     let anonymous = TlsClient::new(&fx.ca_bundle(), None);
     let raw = |text: String| anonymous.raw(port, text.as_bytes());
@@ -277,7 +290,11 @@ fn http11_is_enforced_at_the_edge() {
     // Absolute-form naming this LB is normalised to origin-form.
     let reply = raw(format!("GET https://localhost:{port}/echo HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"));
     assert_eq!(reply.status, 200);
-    assert!(reply.text().starts_with("target: /echo\n"), "the backend saw origin-form: {}", reply.text());
+    assert!(
+        reply.text().starts_with("target: /echo\n"),
+        "the backend saw origin-form: {}",
+        reply.text()
+    );
 }
 
 /// Hole: settings that `crossbar check` passed and then broke the LB, typos inside inline tables
@@ -324,7 +341,12 @@ fn a_local_process_cannot_pose_as_the_lb() {
     let admin = TlsClient::new(&fx.ca_bundle(), Some((&fx.cert(ADMIN_NAME), &fx.key(ADMIN_NAME))));
     let listed = admin.raw(
         cb.lb_port(),
-        &request("GET", "/puppet-ca/v1/certificate_statuses/all", &[("Accept", "application/json")], b""),
+        &request(
+            "GET",
+            "/puppet-ca/v1/certificate_statuses/all",
+            &[("Accept", "application/json")],
+            b"",
+        ),
     );
     assert_eq!(listed.status, 200, "{}", listed.text());
 }
@@ -345,7 +367,9 @@ fn accept_errors_back_off_instead_of_spinning() {
     let mut child = testkit::process::ChildGuard::spawn("crossbar-fds", command, fx.dir());
     let lb_line = child.wait_for_stdout("lb listening on", Duration::from_secs(30));
     let admin_line = child.wait_for_stdout("admin listening on", Duration::from_secs(30));
-    let addr = |line: &str| line.rsplit("://").next().unwrap().trim().parse::<std::net::SocketAddr>().unwrap();
+    let addr = |line: &str| {
+        line.rsplit("://").next().unwrap().trim().parse::<std::net::SocketAddr>().unwrap()
+    };
     let (lb, admin) = (addr(&lb_line), addr(&admin_line));
     // More connections than descriptors: the rest wait in the kernel's backlog.
     let held: Vec<TcpStream> = (0..200).filter_map(|_| TcpStream::connect(lb).ok()).collect();

@@ -16,8 +16,19 @@ use testkit::{
 
 use super::{bin, crossbar};
 
+/// The secret the LB proves itself to the CAs with (`proxy_secret_file` on both sides).
+fn secret_file(fx: &CaFixture) -> std::path::PathBuf {
+    let path = fx.dir().join("proxy-secret");
+    std::fs::write(&path, "e2e-compilers-lb-secret-0123456789\n").unwrap();
+    path
+}
+
 fn ca_only(fx: &CaFixture) -> String {
-    format!("[ca]\nlisten = \"127.0.0.1:0\"\ncadir = \"{}\"\nautosign = true\n", fx.cadir.display())
+    format!(
+        "[ca]\nlisten = \"127.0.0.1:0\"\ncadir = \"{}\"\nautosign = true\nproxy_secret_file = \"{}\"\n",
+        fx.cadir.display(),
+        secret_file(fx).display()
+    )
 }
 
 fn lb_only(fx: &CaFixture, cas: [&Crossbar; 2], compilers: [&Compiler; 2]) -> String {
@@ -32,6 +43,7 @@ crl = {{ pool = "ca", refresh = "1s", cache = "{cache}" }}
 
 [lb.pools.ca]
 health = {{ interval = "500ms" }}
+proxy_secret_file = "{secret}"
 members = [ {{ url = "http://{ca1}" }}, {{ url = "http://{ca2}", standby = true }} ]
 
 [lb.pools.compilers]
@@ -43,6 +55,7 @@ members = [ {{ url = "{c1}", max_in_flight = 1 }}, {{ url = "{c2}", max_in_fligh
         key = fx.key(LB_NAME).display(),
         bundle = fx.ca_bundle().display(),
         cache = fx.dir().join("lb-crl.pem").display(),
+        secret = secret_file(fx).display(),
         ca1 = cas[0].ca.unwrap(),
         ca2 = cas[1].ca.unwrap(),
         c1 = compilers[0].url(),

@@ -3,8 +3,10 @@
 //!
 //! rustls' `WebPkiClientVerifier` verifies a CRL's signature again on every handshake
 //! (rustls/webpki#81). With Puppet's RSA-4096 CA that is one RSA verification per agent
-//! connection, spent on a CRL that has not changed. Here each CRL is checked once: signed by the
-//! CA of the bundle that issued it, which must be allowed to sign CRLs. A handshake then looks
+//! connection, spent on a CRL that has not changed. Here each CRL is checked once, when the
+//! snapshot is built, by [`pki::crl::verify_chain`] (the rules CRLs pulled from the CA pass
+//! too): signed by the CA of the bundle that issued it, which must be allowed to sign CRLs, and
+//! neither partitioned nor delta. A handshake then looks
 //! the serial of every certificate the client presented up in the revoked set of its issuer.
 //! The chain itself is still verified by webpki, without CRLs.
 //!
@@ -27,12 +29,7 @@ use rustls::{
     server::danger::{ClientCertVerified, ClientCertVerifier},
     CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme,
 };
-use x509_parser::{
-    certificate::X509Certificate,
-    oid_registry::{OID_X509_EXT_DELTA_CRL_INDICATOR, OID_X509_EXT_ISSUER_DISTRIBUTION_POINT},
-    prelude::FromDer,
-    revocation_list::CertificateRevocationList,
-};
+use x509_parser::{certificate::X509Certificate, prelude::FromDer};
 
 use super::TlsError;
 
@@ -45,33 +42,17 @@ pub(crate) struct RevokedSerials {
 }
 
 impl RevokedSerials {
-    /// Verifies every CRL against the CA bundle and collects its serials.
+    /// Verifies every CRL against the CA bundle ([`pki::crl::verify_chain`]) and collects its
+    /// serials.
+    /// Also returns what the CA's own CRL (the first) says.
     pub(crate) fn verified(
         crls: &[CertificateRevocationListDer<'_>],
         bundle: &[CertificateDer<'_>],
-    ) -> Result<Self, TlsError> {
-        let cas: Vec<X509Certificate<'_>> = bundle
-            .iter()
-            .map(|der| X509Certificate::from_der(der).map(|(_, cert)| cert))
-            .collect::<Result<_, _>>()
-            .map_err(|e| invalid(format!("a CA certificate of the bundle: {e}")))?;
-        let mut by_issuer: HashMap<Vec<u8>, HashSet<Vec<u8>>> = HashMap::new();
-        for der in crls {
-            let (_, crl) = CertificateRevocationList::from_der(der)
-                .map_err(|e| invalid(format!("not a CRL: {e}")))?;
-            let issuer = crl.issuer().as_raw();
-            if !cas.iter().any(|ca| ca.subject().as_raw() == issuer) {
-                // No certificate this LB trusts can be checked against it (webpki ignored such
-                // CRLs too): the chain of an outside CA, say.
-                continue;
-            }
-            check_scope(&crl)?;
-            check_signed_by_bundle(&crl, issuer, &cas)?;
-            let serials = by_issuer.entry(issuer.to_vec()).or_default();
-            serials.extend(crl.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()));
-        }
+    ) -> Result<(Self, pki::crl::CrlInfo), TlsError> {
+        let chain = pki::crl::verify_chain(crls, bundle)
+            .map_err(|e| TlsError::Invalid { what: "CRL", reason: e.to_string() })?;
         let anchors = bundle.iter().map(|der| der.to_vec()).collect();
-        Ok(Self { by_issuer, anchors })
+        Ok((Self { by_issuer: chain.revoked, anchors }, chain.first))
     }
 
     /// Whether the certificate `der` is revoked, not revoked, or of unknown status (no CRL for
@@ -92,47 +73,6 @@ impl RevokedSerials {
         }
         Ok(())
     }
-}
-
-fn invalid(reason: String) -> TlsError {
-    TlsError::Invalid { what: "CRL", reason }
-}
-
-/// A CRL that covers only part of its issuer's certificates, or only changes, cannot say that a
-/// certificate is not revoked.
-fn check_scope(crl: &CertificateRevocationList<'_>) -> Result<(), TlsError> {
-    for extension in crl.extensions() {
-        if extension.oid == OID_X509_EXT_ISSUER_DISTRIBUTION_POINT {
-            return Err(invalid(
-                "partitioned CRLs (issuing distribution point) are not supported".into(),
-            ));
-        }
-        if extension.oid == OID_X509_EXT_DELTA_CRL_INDICATOR {
-            return Err(invalid("delta CRLs are not supported".into()));
-        }
-    }
-    Ok(())
-}
-
-fn check_signed_by_bundle(
-    crl: &CertificateRevocationList<'_>,
-    issuer: &[u8],
-    cas: &[X509Certificate<'_>],
-) -> Result<(), TlsError> {
-    let signer = cas
-        .iter()
-        .filter(|ca| ca.subject().as_raw() == issuer)
-        .find(|ca| crl.verify_signature(ca.public_key()).is_ok())
-        .ok_or_else(|| invalid(format!("not signed by the CA it names, {}", crl.issuer())))?;
-    let may_sign_crls = match signer.key_usage() {
-        Ok(None) => true,
-        Ok(Some(usage)) => usage.value.crl_sign(),
-        Err(_) => false,
-    };
-    if !may_sign_crls {
-        return Err(invalid(format!("{} may not sign CRLs (key usage)", signer.subject())));
-    }
-    Ok(())
 }
 
 /// Chain verification by webpki, then revocation from [`RevokedSerials`].
@@ -208,8 +148,9 @@ mod tests {
     #[test]
     fn serials_are_looked_up_in_their_issuers_crl() {
         let (ours, other) = (Ca::new("Puppet CA: ours"), Ca::new("Puppet CA: other"));
-        let revoked = RevokedSerials::verified(&[crl_of(&ours, &[7])], &bundle(&[&ours, &other]))
-            .expect("verified");
+        let (revoked, _) =
+            RevokedSerials::verified(&[crl_of(&ours, &[7])], &bundle(&[&ours, &other]))
+                .expect("verified");
         let cases: [(&str, Vec<u8>, Result<(), CertificateError>); 5] = [
             ("revoked", ours.leaf("gone.example.com", 7), Err(CertificateError::Revoked)),
             ("not revoked", ours.leaf("web.example.com", 8), Ok(())),
@@ -232,7 +173,7 @@ mod tests {
         let ours = Ca::new("Puppet CA: ours");
         let revoked = RevokedSerials::verified(&[crl_of(&ours, &[0x80])], &bundle(&[&ours]));
         let der = ours.leaf("web.example.com", 0x80);
-        assert_eq!(revoked.expect("verified").status(&der), Err(CertificateError::Revoked));
+        assert_eq!(revoked.expect("verified").0.status(&der), Err(CertificateError::Revoked));
     }
 
     #[test]
@@ -271,7 +212,7 @@ mod tests {
     fn a_crl_of_an_outside_ca_is_left_aside() {
         let (ours, outside) = (Ca::new("Puppet CA: ours"), Ca::new("Some other CA"));
         let crls = [crl_of(&ours, &[]), crl_of(&outside, &[1])];
-        let revoked = RevokedSerials::verified(&crls, &bundle(&[&ours])).expect("verified");
+        let (revoked, _) = RevokedSerials::verified(&crls, &bundle(&[&ours])).expect("verified");
         assert_eq!(revoked.status(&ours.leaf("web.example.com", 1)), Ok(()));
     }
 }

@@ -11,10 +11,11 @@ use std::{
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::{TlsError, TlsFiles, TlsSnapshot};
+use super::{TlsError, TlsSnapshot};
+use crate::config::TlsFiles;
 
 /// The live TLS configuration of the listener.
-pub struct TlsState {
+pub(crate) struct TlsState {
     files: TlsFiles,
     current: ArcSwap<TlsSnapshot>,
     /// A CRL fetched from the CA pool; replaces the CRL file when set.
@@ -35,7 +36,7 @@ impl TlsState {
     /// cached pulled CRL); an error here is fatal, there is nothing to fall back to. Every new
     /// snapshot is published on `changed` (which may outlive this state, across config
     /// reloads), or on a new channel when none is given.
-    pub fn load(
+    pub(crate) fn load(
         files: TlsFiles,
         initial_crl: Option<Vec<u8>>,
         changed: Option<watch::Sender<Arc<TlsSnapshot>>>,
@@ -57,21 +58,17 @@ impl TlsState {
     }
 
     /// The channel every new snapshot is published on.
-    pub fn snapshots(&self) -> watch::Sender<Arc<TlsSnapshot>> {
+    pub(crate) fn snapshots(&self) -> watch::Sender<Arc<TlsSnapshot>> {
         self.changed.clone()
     }
 
     /// The snapshot new connections use.
-    pub fn current(&self) -> Arc<TlsSnapshot> {
+    pub(crate) fn current(&self) -> Arc<TlsSnapshot> {
         self.current.load_full()
     }
 
-    pub fn files(&self) -> &TlsFiles {
-        &self.files
-    }
-
     /// Rebuilds from the files (and the pulled CRL); on failure keeps the current snapshot.
-    pub fn rebuild(&self, reason: &str) -> Result<Arc<TlsSnapshot>, TlsError> {
+    pub(crate) fn rebuild(&self, reason: &str) -> Result<Arc<TlsSnapshot>, TlsError> {
         let pulled = self.pulled_crl.lock().ok().and_then(|crl| crl.clone());
         let material = self.files.read(pulled.as_deref())?;
         if material == self.current.load().material {
@@ -85,7 +82,7 @@ impl TlsState {
     }
 
     /// Installs a CRL fetched from the CA pool and rebuilds with it.
-    pub fn install_crl(&self, pem: Vec<u8>) -> Result<Arc<TlsSnapshot>, TlsError> {
+    pub(crate) fn install_crl(&self, pem: Vec<u8>) -> Result<Arc<TlsSnapshot>, TlsError> {
         let previous = self.pulled_crl.lock().map(|mut slot| slot.replace(pem)).unwrap_or(None);
         let result = self.rebuild("CRL pulled from the CA");
         if result.is_err() {
@@ -97,7 +94,7 @@ impl TlsState {
     }
 
     /// Polls the files every `interval` and rebuilds on change, until `shutdown` resolves.
-    pub async fn watch_files(
+    pub(crate) async fn watch_files(
         self: Arc<Self>,
         interval: Duration,
         shutdown: impl std::future::Future<Output = ()>,
