@@ -8,6 +8,8 @@ accounted per process. They reuse the certificates of a full run: first
                                                  # the LB, the stubs and the simulator
     bench/probe.py DIR handshakes BIN ec 10      # new handshakes (rsa|ec LB key), CPU ms each
     bench/probe.py DIR storm BIN 2000            # bootstrap storm through crossbar's LB and CA
+    bench/probe.py DIR ab BIN_A BIN_B 5 10       # two crossbar builds, kept-alive, interleaved
+                                                 # rounds (wrk, then the simulator), medians
 
 BIN is a crossbar binary (e.g. target/release/crossbar). `PERF=1` records `perf` of the LB (of
 the CA for `storm`) into /tmp/probe.perf. Timing here is for understanding, not for claims:
@@ -136,12 +138,54 @@ class Probe:
         print(f"{(r['runs'] - r['runs_failed']) / r['seconds']:.1f} agents/s over {r['seconds']:.1f} s; CPU ms per bootstrap: CA {used['ca'] / n * 1000:.2f}, LB {used['lb'] / n * 1000:.2f}; machine idle {idle:.1f}% (the window includes making the CSRs); failed {r['runs_failed']}")
 
 
+def wrk(addr, seconds, connections=32):
+    """wrk (2 threads, kept-alive, no client certificate) against `addr`; returns (req/s, p99 ms)."""
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", f"https://{addr}/puppet/v3/file_metadatas/plugins?recurse=false&environment=production"], capture_output=True, text=True, check=True).stdout
+    rate = float(next(l for l in out.splitlines() if l.startswith("Requests/sec:")).split()[1])
+    p99 = next(l for l in out.splitlines() if l.strip().startswith("99%")).split()[1]
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    unit = next(u for u in ("us", "ms", "s") if p99.endswith(u))
+    return rate, float(p99[: -len(unit)]) * scale[unit]
+
+
+def ab(probe_a, probe_b, rounds, seconds):
+    """Kept-alive throughput and p99 of two crossbar builds, in interleaved rounds on the same
+    stub compilers and certificates: wrk first (an efficient generator), then the simulator."""
+    import statistics
+    _, stubs = probe_a.stubs()
+    results = {"A": {"wrk": [], "p99": [], "sim": []}, "B": {"wrk": [], "p99": [], "sim": []}}
+    for _ in range(int(rounds)):
+        for name, probe in (("A", probe_a), ("B", probe_b)):
+            lb, addr = probe.lb("crossbar", "rsa", stubs)
+            time.sleep(0.5)
+            rate, p99 = wrk(addr, seconds)
+            results[name]["wrk"].append(rate)
+            results[name]["p99"].append(p99)
+            subprocess.run([probe.xb, "sim", "throughput", "--lb", addr, "--certs", str(probe.w / "agents"), "--agents", "32", "--connections", "32", "--duration", f"{seconds}s", "--json", "/tmp/probe.json"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            r = json.load(open("/tmp/probe.json"))
+            results[name]["sim"].append(r["requests_per_second"])
+            os.killpg(lb.pid, signal.SIGTERM)
+            lb.wait(timeout=30)
+            print(f"{name} round: wrk {rate:8.0f} req/s p99 {p99:6.2f} ms; sim {r['requests_per_second']:8.0f} req/s", flush=True)
+    for name, xb in (("A", probe_a.xb), ("B", probe_b.xb)):
+        r = results[name]
+        print(f"{name} {xb}: wrk median {statistics.median(r['wrk']):8.0f} req/s (rounds {', '.join(f'{x:.0f}' for x in r['wrk'])}), p99 median {statistics.median(r['p99']):.2f} ms; simulator median {statistics.median(r['sim']):8.0f} req/s (rounds {', '.join(f'{x:.0f}' for x in r['sim'])})")
+
+
 def main():
     if len(sys.argv) < 4:
         sys.exit(__doc__)
     bench.raise_fd_limit()
     work, what, binary, rest = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
     probe = Probe(work, binary)
+    if what == "ab":
+        other = Probe(work, rest[0])
+        try:
+            ab(probe, other, rest[1], rest[2])
+        finally:
+            probe.stop_all()
+            other.stop_all()
+        return
     try:
         {"memory": lambda: probe.memory(*rest), "throughput": lambda: probe.throughput(rest[0], rest[1:] or ["crossbar"]), "handshakes": lambda: probe.handshakes(*rest), "storm": lambda: probe.storm(*rest)}[what]()
     finally:
