@@ -153,23 +153,26 @@ def ab(probe_a, probe_b, rounds, seconds):
     stub compilers and certificates: wrk first (an efficient generator), then the simulator."""
     import statistics
     _, stubs = probe_a.stubs()
-    results = {"A": {"wrk": [], "p99": [], "sim": []}, "B": {"wrk": [], "p99": [], "sim": []}}
+    results = {name: {"wrk": [], "p99": [], "sim": [], "cpu": []} for name in "AB"}
     for _ in range(int(rounds)):
         for name, probe in (("A", probe_a), ("B", probe_b)):
             lb, addr = probe.lb("crossbar", "rsa", stubs)
             time.sleep(0.5)
+            cpu0 = bench.cpu_seconds(bench.tree(lb.pid))
             rate, p99 = wrk(addr, seconds)
+            cpu_us = (bench.cpu_seconds(bench.tree(lb.pid)) - cpu0) / (rate * float(seconds)) * 1e6
             results[name]["wrk"].append(rate)
             results[name]["p99"].append(p99)
+            results[name]["cpu"].append(cpu_us)
             subprocess.run([probe.xb, "sim", "throughput", "--lb", addr, "--certs", str(probe.w / "agents"), "--agents", "32", "--connections", "32", "--duration", f"{seconds}s", "--json", "/tmp/probe.json"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             r = json.load(open("/tmp/probe.json"))
             results[name]["sim"].append(r["requests_per_second"])
             os.killpg(lb.pid, signal.SIGTERM)
             lb.wait(timeout=30)
-            print(f"{name} round: wrk {rate:8.0f} req/s p99 {p99:6.2f} ms; sim {r['requests_per_second']:8.0f} req/s", flush=True)
+            print(f"{name} round: wrk {rate:8.0f} req/s p99 {p99:6.2f} ms, LB {cpu_us:5.1f} CPU µs/request; sim {r['requests_per_second']:8.0f} req/s", flush=True)
     for name, xb in (("A", probe_a.xb), ("B", probe_b.xb)):
         r = results[name]
-        print(f"{name} {xb}: wrk median {statistics.median(r['wrk']):8.0f} req/s (rounds {', '.join(f'{x:.0f}' for x in r['wrk'])}), p99 median {statistics.median(r['p99']):.2f} ms; simulator median {statistics.median(r['sim']):8.0f} req/s (rounds {', '.join(f'{x:.0f}' for x in r['sim'])})")
+        print(f"{name} {xb}: wrk median {statistics.median(r['wrk']):8.0f} req/s (rounds {', '.join(f'{x:.0f}' for x in r['wrk'])}), p99 median {statistics.median(r['p99']):.2f} ms, LB CPU median {statistics.median(r['cpu']):.1f} µs/request; simulator median {statistics.median(r['sim']):8.0f} req/s (rounds {', '.join(f'{x:.0f}' for x in r['sim'])})")
 
 
 def main():
