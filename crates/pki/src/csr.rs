@@ -3,13 +3,13 @@
 //! Parsing does not judge a request; [`crate::policy`] does. Parsing fails only when the bytes
 //! are not one well-formed CSR.
 
+mod pkcs10;
+
 use std::net::IpAddr;
 
 use thiserror::Error;
 use x509_parser::{
-    certification_request::X509CertificationRequest,
-    cri_attributes::ParsedCriAttribute,
-    extensions::{GeneralName, ParsedExtension},
+    extensions::{GeneralName, ParsedExtension, X509Extension},
     prelude::FromDer,
     x509::SubjectPublicKeyInfo,
 };
@@ -33,7 +33,20 @@ pub struct Csr {
     public_key: PublicKeyInfo,
     extensions: Vec<RequestedExtension>,
     alt_names: Vec<AltName>,
+    /// Attributes other than the extension request (challengePassword, Puppet's custom
+    /// attributes), as text.
+    attributes: Vec<CsrAttribute>,
     signature_valid: bool,
+}
+
+/// One attribute of a request other than its extension request: what `csr_attributes.yaml`'s
+/// `custom_attributes` put there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsrAttribute {
+    /// Dotted OID, e.g. `1.2.840.113549.1.9.7` (challengePassword).
+    pub oid: String,
+    /// The value as text, whatever string type and characters it was written with.
+    pub value: String,
 }
 
 /// The public key of a request or certificate, as far as policy cares.
@@ -121,20 +134,25 @@ impl Csr {
         Self::from_der(der)
     }
 
-    /// Parses a DER PKCS#10 request.
+    /// Parses a DER PKCS#10 request (see [`pkcs10`] for what is read strictly and what is not).
     pub fn from_der(der: Vec<u8>) -> Result<Self, CsrError> {
-        let (rest, csr) =
-            X509CertificationRequest::from_der(&der).map_err(|e| CsrError::Der(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(CsrError::TrailingData(rest.len()));
-        }
-        let info = &csr.certification_request_info;
-        let common_name = first_common_name(&info.subject);
-        let public_key = PublicKeyInfo::from_spki(&info.subject_pki);
-        let extensions = requested_extensions(&csr)?;
-        let alt_names = alt_names_of(&csr)?;
-        let signature_valid = csr.verify_signature().is_ok();
-        Ok(Self { der, common_name, public_key, extensions, alt_names, signature_valid })
+        let parsed = pkcs10::parse(&der)?;
+        let common_name = first_common_name(&parsed.subject);
+        let public_key = PublicKeyInfo::from_spki(&parsed.spki);
+        let extensions = requested_extensions(&parsed.extensions)?;
+        let alt_names = alt_names_of(&parsed.extensions)?;
+        let attributes =
+            parsed.attributes.into_iter().map(|(oid, value)| CsrAttribute { oid, value }).collect();
+        let signature_valid = parsed.signature_valid;
+        Ok(Self {
+            der,
+            common_name,
+            public_key,
+            extensions,
+            alt_names,
+            attributes,
+            signature_valid,
+        })
     }
 
     pub fn der(&self) -> &[u8] {
@@ -161,6 +179,22 @@ impl Csr {
 
     pub fn alt_names(&self) -> &[AltName] {
         &self.alt_names
+    }
+
+    /// Attributes other than the extension request.
+    pub fn attributes(&self) -> &[CsrAttribute] {
+        &self.attributes
+    }
+
+    /// The first value of the attribute `oid` (dotted), if the request has it.
+    pub fn attribute(&self, oid: &str) -> Option<&str> {
+        self.attributes.iter().find(|a| a.oid == oid).map(|a| a.value.as_str())
+    }
+
+    /// Whether the agent asked for automatic renewal (Puppet 8's `pp_auth_auto_renew`
+    /// attribute set to `true`).
+    pub fn wants_auto_renewal(&self) -> bool {
+        self.attribute(oid::PP_AUTH_AUTO_RENEW) == Some("true")
     }
 
     /// Whether the request is signed by the key it carries.
@@ -213,46 +247,34 @@ pub(crate) fn first_common_name(name: &x509_parser::x509::X509Name<'_>) -> Optio
 }
 
 fn requested_extensions(
-    csr: &X509CertificationRequest<'_>,
+    extensions: &[X509Extension<'_>],
 ) -> Result<Vec<RequestedExtension>, CsrError> {
     let mut out: Vec<RequestedExtension> = Vec::new();
-    for attribute in csr.certification_request_info.iter_attributes() {
-        let ParsedCriAttribute::ExtensionRequest(request) = attribute.parsed_attribute() else {
-            continue;
-        };
-        for ext in &request.extensions {
-            let oid = ext.oid.to_id_string();
-            if out.iter().any(|seen| seen.oid == oid) {
-                return Err(CsrError::DuplicateExtension(oid));
-            }
-            let arcs = ext.oid.iter().map(Iterator::collect).unwrap_or_default();
-            out.push(RequestedExtension {
-                oid,
-                arcs,
-                critical: ext.critical,
-                value: ext.value.to_vec(),
-            });
+    for ext in extensions {
+        let oid = ext.oid.to_id_string();
+        if out.iter().any(|seen| seen.oid == oid) {
+            return Err(CsrError::DuplicateExtension(oid));
         }
+        let arcs = ext.oid.iter().map(Iterator::collect).unwrap_or_default();
+        out.push(RequestedExtension {
+            oid,
+            arcs,
+            critical: ext.critical,
+            value: ext.value.to_vec(),
+        });
     }
     Ok(out)
 }
 
-fn alt_names_of(csr: &X509CertificationRequest<'_>) -> Result<Vec<AltName>, CsrError> {
-    for attribute in csr.certification_request_info.iter_attributes() {
-        let ParsedCriAttribute::ExtensionRequest(request) = attribute.parsed_attribute() else {
-            continue;
-        };
-        for ext in &request.extensions {
-            if ext.oid.to_id_string() != oid::SUBJECT_ALT_NAME {
-                continue;
-            }
-            let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() else {
-                return Err(CsrError::BadAltNames);
-            };
-            return san.general_names.iter().map(alt_name).collect();
-        }
-    }
-    Ok(Vec::new())
+fn alt_names_of(extensions: &[X509Extension<'_>]) -> Result<Vec<AltName>, CsrError> {
+    let Some(ext) = extensions.iter().find(|e| e.oid.to_id_string() == oid::SUBJECT_ALT_NAME)
+    else {
+        return Ok(Vec::new());
+    };
+    let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() else {
+        return Err(CsrError::BadAltNames);
+    };
+    san.general_names.iter().map(alt_name).collect()
 }
 
 pub(crate) fn alt_name(name: &GeneralName<'_>) -> Result<AltName, CsrError> {

@@ -10,6 +10,11 @@ pub const PP_AUTH_CERT_EXT: &str = "1.3.6.1.4.1.34380.1.3";
 pub const PP_CLI_AUTH: &str = "1.3.6.1.4.1.34380.1.3.39";
 /// Subject alternative name.
 pub const SUBJECT_ALT_NAME: &str = "2.5.29.17";
+/// `pp_auth_auto_renew`: a CSR *attribute* (not an extension) Puppet 8 agents set to `true`
+/// when they will renew their certificate themselves.
+pub const PP_AUTH_AUTO_RENEW: &str = "1.3.6.1.4.1.34380.1.3.2";
+/// PKCS#9 challengePassword, where autosign tokens travel.
+pub const CHALLENGE_PASSWORD: &str = "1.2.840.113549.1.9.7";
 /// Netscape comment, which puppetserver sets on every certificate it issues.
 pub const NETSCAPE_COMMENT: &str = "2.16.840.1.113730.1.13";
 /// The comment text puppetserver writes.
@@ -59,15 +64,19 @@ pub fn is_under(oid: &str, arc: &str) -> bool {
     oid.strip_prefix(arc).is_some_and(|rest| rest.starts_with('.') && rest.len() > 1)
 }
 
+/// An extension under one of the three Puppet arcs (`pp_cli_auth` included).
+pub fn is_puppet_extension(oid: &str) -> bool {
+    is_under(oid, PP_REG_CERT_EXT)
+        || is_under(oid, PP_PRIV_CERT_EXT)
+        || is_under(oid, PP_AUTH_CERT_EXT)
+}
+
 /// The CSR extensions puppetserver signs: SAN and the three Puppet arcs, minus `pp_cli_auth`.
 pub fn is_signable_extension(oid: &str) -> bool {
     if oid == PP_CLI_AUTH {
         return false;
     }
-    oid == SUBJECT_ALT_NAME
-        || is_under(oid, PP_REG_CERT_EXT)
-        || is_under(oid, PP_PRIV_CERT_EXT)
-        || is_under(oid, PP_AUTH_CERT_EXT)
+    oid == SUBJECT_ALT_NAME || is_puppet_extension(oid)
 }
 
 #[cfg(test)]

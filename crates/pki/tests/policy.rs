@@ -128,3 +128,48 @@ fn malformed_requests_are_errors_not_panics() {
     }
     assert_eq!(Csr::from_pem(b"").err(), Some(CsrError::Empty));
 }
+
+/// Puppet writes custom attributes (challengePassword above all) as PrintableStrings whatever
+/// their characters; such requests parse, keep their attribute text, and verify.
+#[test]
+fn csrs_as_puppet_writes_them_parse_with_their_attributes() {
+    let read = |name: &str| {
+        let path = format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+        Csr::from_pem(&std::fs::read(path).expect("test CSR")).expect("parses")
+    };
+    let secret = read("puppet-secret.csr");
+    assert_eq!(secret.attribute(pki::oid::CHALLENGE_PASSWORD), Some("S3cr3t_pass!"));
+    assert!(secret.wants_auto_renewal(), "pp_auth_auto_renew = true");
+    assert!(secret.signature_valid());
+    assert_eq!(secret.common_name(), Some("agent1.example.com"));
+    assert_eq!(secret.extensions().len(), 1, "pp_role, strictly parsed");
+    let jwt = read("puppet-jwt.csr");
+    assert_eq!(
+        jwt.attribute(pki::oid::CHALLENGE_PASSWORD),
+        Some("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZ2VudDEifQ.x_Y-z!09")
+    );
+    assert_eq!(jwt.attribute("1.3.6.1.4.1.34380.1.1.99"), Some("p@ss word é"));
+    assert!(!jwt.wants_auto_renewal());
+    assert!(jwt.signature_valid());
+    // Tampered request info: the signature no longer verifies (it covers the bytes as sent).
+    let mut der = jwt.der().to_vec();
+    let token = der.windows(4).position(|w| w == b"eyJh").expect("the token's bytes");
+    der[token] = b'f';
+    assert!(!Csr::from_der(der).expect("still parses").signature_valid());
+}
+
+/// The extension request stays strict: a malformed one fails the whole request.
+#[test]
+fn a_malformed_extension_request_is_refused() {
+    let path = format!("{}/testdata/puppet-secret.csr", env!("CARGO_MANIFEST_DIR"));
+    let csr = Csr::from_pem(&std::fs::read(path).expect("test CSR")).expect("parses");
+    let mut der = csr.der().to_vec();
+    // The extension request's OID (1.2.840.113549.1.9.14) is followed by its SET; break the
+    // SEQUENCE OF inside it by giving it a wrong tag.
+    let ext_req = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x0e];
+    let at = der.windows(ext_req.len()).position(|w| w == ext_req).expect("extReq");
+    let inner = at + ext_req.len() + 2; // SET tag and length, then the SEQUENCE OF
+    assert_eq!(der[inner], 0x30);
+    der[inner] = 0x31;
+    assert!(Csr::from_der(der).is_err());
+}
