@@ -6,6 +6,7 @@ mod certs;
 mod error;
 mod extract;
 mod health;
+mod puppet8;
 mod status;
 
 use std::{sync::Arc, time::SystemTime};
@@ -16,7 +17,7 @@ use axum::{
     extract::{DefaultBodyLimit, Request},
     middleware::{self, Next},
     response::Response,
-    routing::{get, put},
+    routing::{get, post, put},
     Router,
 };
 use http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -79,6 +80,9 @@ pub fn router(state: State) -> Router {
         .route("/puppet-ca/v1/certificate_statuses/", get(status::missing_segment))
         .route("/puppet-ca/v1/expirations", get(certs::expirations))
         .route("/puppet-ca/v1/clean", put(status::clean))
+        .route("/puppet-ca/v1/certificate_renewal", post(puppet8::renew))
+        .route("/puppet-ca/v1/sign", post(puppet8::sign))
+        .route("/puppet-ca/v1/sign/all", post(puppet8::sign_all))
         .merge(health::routes())
         .fallback(|| async { ApiError::NotFound("Not Found".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

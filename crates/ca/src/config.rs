@@ -38,6 +38,12 @@ pub struct FileCaConfig {
     pub cert_ttl: Option<String>,
     #[serde(default)]
     pub max_pending_requests: Option<usize>,
+    /// Puppet 8's automatic certificate renewal (`allow-auto-renewal`); on unless `false`.
+    #[serde(default)]
+    pub allow_auto_renewal: Option<bool>,
+    /// Lifetime of renewed certificates (`auto-renewal-cert-ttl`), 90 days unless set.
+    #[serde(default)]
+    pub auto_renewal_cert_ttl: Option<String>,
 }
 
 /// `autosign = true | false | "/path" | { policy = "/path", timeout = "30s" }`.
@@ -146,6 +152,15 @@ impl TryFrom<FileCaConfig> for CaConfig {
                 format!("must be between 1 and {MAX_PENDING}"),
             ));
         }
+        let auto_renewal_ttl = match &file.auto_renewal_cert_ttl {
+            Some(text) => pki::timefmt::parse_duration(text)
+                .map_err(|e| err("auto_renewal_cert_ttl", e.to_string()))?,
+            None => crate::service::DEFAULT_AUTO_RENEWAL_TTL,
+        };
+        if auto_renewal_ttl > pki::issue::MAX_TTL || auto_renewal_ttl < Duration::from_secs(60) {
+            return Err(err("auto_renewal_cert_ttl", "must be between 1m and 50y".into()));
+        }
+        let auto_renewal_ttl = file.allow_auto_renewal.unwrap_or(true).then_some(auto_renewal_ttl);
         let proxy_secret = match &file.proxy_secret_file {
             Some(path) => {
                 Some(pki::secret::read_secret_file(path).map_err(|e| err("proxy_secret_file", e))?)
@@ -168,6 +183,7 @@ impl TryFrom<FileCaConfig> for CaConfig {
                 cert_ttl,
                 allow_duplicate_certs: file.allow_duplicate_certs,
                 max_pending_requests,
+                auto_renewal_ttl,
             },
             access: AccessPolicy {
                 proxy_secret,

@@ -38,6 +38,15 @@ pub enum CaError {
     Crl(#[from] pki::crl::CrlError),
     #[error("the CA's own files are unusable: {0}")]
     Setup(String),
+    /// Renewal is off (`allow_auto_renewal = false`): puppetserver's 404.
+    #[error("Not Found")]
+    RenewalDisabled,
+    /// The presented certificate is not this CA's.
+    #[error("Certificate present, but does not match signature")]
+    RenewalForeign,
+    /// No usable certificate (none, unreadable, or revoked).
+    #[error("No valid certificate found in renewal request")]
+    RenewalInvalid,
 }
 
 impl From<CrlUpdateFailure> for CaError {

@@ -189,6 +189,7 @@ impl FsStore {
                 }
             }
             IssueFrom::Fresh => self.ensure_no_conflict(name, overwrite)?,
+            IssueFrom::Renewal => {}
         }
         // The inventory line first: a crash between the two leaves a record of a serial that
         // was never served, never a served certificate missing from the inventory.
@@ -197,7 +198,7 @@ impl FsStore {
         atomic::install(tmp, &self.layout.signed(name))?;
         let removed = match from {
             IssueFrom::Request(_) => atomic::remove_unsynced(&self.layout.request(name))?,
-            IssueFrom::Fresh => false,
+            IssueFrom::Fresh | IssueFrom::Renewal => false,
         };
         Ok((inventory, removed))
     }

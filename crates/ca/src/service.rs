@@ -26,7 +26,13 @@ pub struct CaSettings {
     pub allow_duplicate_certs: bool,
     /// Refuse new CSRs while this many are pending.
     pub max_pending_requests: usize,
+    /// Puppet 8's automatic renewal (`allow-auto-renewal`), with the lifetime of renewed
+    /// certificates (`auto-renewal-cert-ttl`); `None` turns it off.
+    pub auto_renewal_ttl: Option<Duration>,
 }
+
+/// puppetserver's `auto-renewal-cert-ttl` default: 90 days.
+pub const DEFAULT_AUTO_RENEWAL_TTL: Duration = Duration::from_secs(90 * 86_400);
 
 impl Default for CaSettings {
     fn default() -> Self {
@@ -35,8 +41,19 @@ impl Default for CaSettings {
             cert_ttl: pki::issue::DEFAULT_CERT_TTL,
             allow_duplicate_certs: false,
             max_pending_requests: 50_000,
+            auto_renewal_ttl: Some(DEFAULT_AUTO_RENEWAL_TTL),
         }
     }
+}
+
+/// What a bulk signing did, name by name (puppetserver's `POST /sign` answer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BulkOutcome {
+    pub signed: Vec<String>,
+    /// Names with no pending request (a name listed twice lands here the second time).
+    pub no_csr: Vec<String>,
+    /// Names whose request policy refused, or that failed to sign; their requests stay.
+    pub signing_errors: Vec<String>,
 }
 
 /// A request saved by [`CaService::accept_request`], not yet signed.
@@ -190,7 +207,18 @@ impl CaService {
             return Err(CaError::Rejected(violation));
         }
         let request = CertRequest::from_csr(pending.name.clone(), &pending.csr);
-        self.issue(&request, IssueFrom::Fresh, None)
+        let ttl = self.initial_ttl(&pending.csr, None);
+        self.issue(&request, IssueFrom::Fresh, ttl)
+    }
+
+    /// puppetserver's rule: a request with `pp_auth_auto_renew = true` gets the renewal
+    /// lifetime when renewal is on (whatever `cert_ttl` an operator asked for); otherwise
+    /// `ttl`, or the CA's `cert_ttl`.
+    fn initial_ttl(&self, csr: &Csr, ttl: Option<Duration>) -> Option<Duration> {
+        match self.settings.auto_renewal_ttl {
+            Some(renewal) if csr.wants_auto_renewal() => Some(renewal),
+            _ => ttl,
+        }
     }
 
     /// An operator's signing of a pending request (`certificate_status` PUT, `ca sign`).
@@ -202,7 +230,59 @@ impl CaService {
             .map_err(|e| CaError::Setup(format!("stored request for {name} is unreadable: {e}")))?;
         self.settings.policy.review(name, &csr).map_err(CaError::SignRefused)?;
         let request = CertRequest::from_csr(name.clone(), &csr);
+        let ttl = self.initial_ttl(&csr, ttl);
         self.issue(&request, IssueFrom::Request(&stored), ttl)
+    }
+
+    /// Signs each pending request of `names` in turn (puppetserver 8's `POST /sign`). A name
+    /// that is not a certname is a signing error.
+    pub fn sign_many(&self, names: &[String]) -> BulkOutcome {
+        let mut outcome = BulkOutcome::default();
+        for text in names {
+            let signed = Certname::parse(text)
+                .map_err(CaError::from)
+                .and_then(|name| self.sign(&name, None));
+            match signed {
+                Ok(_) => outcome.signed.push(text.clone()),
+                Err(CaError::NoRequest(_)) => outcome.no_csr.push(text.clone()),
+                Err(e) => {
+                    tracing::warn!(certname = %text, error = %e, "failed in bulk signing");
+                    outcome.signing_errors.push(text.clone());
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Signs every pending request (puppetserver 8's `POST /sign/all`), in name order.
+    pub fn sign_all(&self) -> Result<BulkOutcome, CaError> {
+        let mut names: Vec<String> =
+            self.store.requests()?.into_iter().map(|(name, _)| name.to_string()).collect();
+        names.sort();
+        Ok(self.sign_many(&names))
+    }
+
+    /// Renews the certificate `der` that an authenticated client presented (Puppet 8's
+    /// `certificate_renewal`): the same name, key, SANs and extensions, a new serial, valid
+    /// for the renewal lifetime. The certificate must be this CA's and not revoked; the old
+    /// one stays valid, as puppetserver leaves it.
+    pub fn renew(&self, der: &[u8]) -> Result<IssuedCert, CaError> {
+        let ttl = self.settings.auto_renewal_ttl.ok_or(CaError::RenewalDisabled)?;
+        if !self.signer.issued(der) {
+            return Err(CaError::RenewalForeign);
+        }
+        let request = CertRequest::from_certificate(der)?;
+        let serial = describe::certificate(der)
+            .and_then(|d| d.cert)
+            .map(|c| c.serial_bytes)
+            .ok_or(CaError::RenewalInvalid)?;
+        if self.crl()?.is_revoked(&serial) {
+            tracing::warn!(certname = %request.name, "refused to renew a revoked certificate");
+            return Err(CaError::RenewalInvalid);
+        }
+        let issued = self.issue(&request, IssueFrom::Renewal, Some(ttl))?;
+        tracing::info!(certname = %request.name, serial = %issued.serial, not_after = %pki::timefmt::puppet_date(issued.validity.not_after), "renewed certificate");
+        Ok(issued)
     }
 
     /// Reserves a serial, signs (without holding the store's lock), and stores.

@@ -32,6 +32,9 @@ pub enum IssueFrom<'a> {
     /// From a request that was autosigned on submission and never stored, or without any
     /// request (`crossbar ca generate`): the name must have neither a request nor a certificate.
     Fresh,
+    /// A renewal (Puppet 8's `certificate_renewal`): replaces the name's certificate, leaves
+    /// any request alone. The old certificate stays valid.
+    Renewal,
 }
 
 /// A storage failure. These are server faults (HTTP 500), never a client's.

@@ -62,6 +62,8 @@ pub enum IssueError {
     PublicKey(String),
     #[error("signing failed: {0}")]
     Sign(#[from] rcgen::Error),
+    #[error("the certificate cannot be renewed: {0}")]
+    Renewal(String),
 }
 
 /// The CA's signing material: its certificate (the first of `ca_crt.pem`) and its key.
@@ -110,6 +112,44 @@ impl CertRequest {
     }
 }
 
+impl CertRequest {
+    /// What a renewal of the certificate `der` asks for: the same name, key, SANs and Puppet
+    /// extensions (carried byte for byte; `pp_cli_auth` as the `cli_auth` flag). Key usages,
+    /// the comment and the key identifiers are the profile's, written anew.
+    pub fn from_certificate(der: &[u8]) -> Result<Self, IssueError> {
+        let bad = |why: String| IssueError::Renewal(why);
+        let (_, cert) = X509Certificate::from_der(der).map_err(|e| bad(e.to_string()))?;
+        let cn = crate::csr::first_common_name(cert.subject())
+            .ok_or_else(|| bad("the certificate has no common name".into()))?;
+        let name = Certname::parse(&cn).map_err(|e| bad(e.to_string()))?;
+        let public_key = PublicKeyInfo::from_spki(cert.public_key());
+        let mut alt_names = Vec::new();
+        let mut extensions = Vec::new();
+        let mut cli_auth = false;
+        for e in cert.extensions() {
+            let oid_text = e.oid.to_id_string();
+            if let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) =
+                e.parsed_extension()
+            {
+                for general in &san.general_names {
+                    alt_names.push(crate::csr::alt_name(general).map_err(|e| bad(e.to_string()))?);
+                }
+            } else if oid_text == oid::PP_CLI_AUTH {
+                cli_auth = crate::describe::extension_text(e.value) == "true";
+            } else if oid::is_puppet_extension(&oid_text) {
+                let arcs = e.oid.iter().map(Iterator::collect).unwrap_or_default();
+                extensions.push(RequestedExtension {
+                    oid: oid_text,
+                    arcs,
+                    critical: e.critical,
+                    value: e.value.to_vec(),
+                });
+            }
+        }
+        Ok(Self { name, public_key, alt_names, extensions, cli_auth })
+    }
+}
+
 /// A freshly signed certificate.
 #[derive(Debug, Clone)]
 pub struct IssuedCert {
@@ -150,6 +190,23 @@ impl CaSigner {
 
     pub(crate) fn key_id(&self) -> Option<&[u8]> {
         self.key_id.as_deref()
+    }
+
+    /// Whether this CA issued the certificate `der`: its authority key identifier names this
+    /// CA's key, and this CA's key verifies its signature.
+    pub fn issued(&self, der: &[u8]) -> bool {
+        let (Ok((_, cert)), Ok((_, ca))) =
+            (X509Certificate::from_der(der), X509Certificate::from_der(&self.cert_der))
+        else {
+            return false;
+        };
+        let aki = cert.extensions().iter().find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|id| id.0.to_vec())
+            }
+            _ => None,
+        });
+        aki.is_some() && aki == self.key_id && cert.verify_signature(Some(ca.public_key())).is_ok()
     }
 
     /// Signs `request` with `serial` for `validity`.

@@ -262,3 +262,42 @@ fn openssl_verifies_issued_certs_and_crls() {
         assert!(text.contains("certificate revoked"), "{alg}: {text}");
     }
 }
+
+/// A renewal asks for what the old certificate had: its name, key, SANs and Puppet extensions
+/// (byte for byte), `pp_cli_auth` included; the profile's own extensions are written anew.
+#[test]
+fn a_renewal_request_carries_over_the_old_certificate() {
+    let ca = new_ca(KeyAlgorithm::EcP256);
+    let name = Certname::parse("agent1.example.com").expect("name");
+    let mut request = CertRequest::from_csr(name, &fixture("pp-role"));
+    request.alt_names.push(pki::AltName::Dns("puppet".into()));
+    request.cli_auth = true;
+    let old = ca
+        .issue(&request, Serial::new(7), Validity::puppet(now(), DEFAULT_CERT_TTL))
+        .expect("issue");
+    let renewal = CertRequest::from_certificate(&old.der).expect("renewal request");
+    assert_eq!(renewal.name.as_str(), "agent1.example.com");
+    assert_eq!(renewal.public_key, request.public_key);
+    assert!(renewal.cli_auth);
+    let renewed = ca
+        .issue(&renewal, Serial::new(8), Validity::puppet(now(), Duration::from_secs(90 * 86_400)))
+        .expect("renew");
+    let (_, before) = X509Certificate::from_der(&old.der).expect("old");
+    let (_, after) = X509Certificate::from_der(&renewed.der).expect("new");
+    let content = |cert: &X509Certificate<'_>| {
+        let mut exts: Vec<(String, bool, Vec<u8>)> = cert
+            .extensions()
+            .iter()
+            .map(|e| (e.oid.to_id_string(), e.critical, e.value.to_vec()))
+            .collect();
+        exts.sort();
+        exts
+    };
+    assert_eq!(content(&before), content(&after), "the same extensions, values and criticality");
+    assert_eq!(before.subject().to_string(), after.subject().to_string());
+    assert_eq!(before.public_key().raw, after.public_key().raw);
+    assert_ne!(before.raw_serial(), after.raw_serial());
+    assert!(ca.issued(&renewed.der) && ca.issued(&old.der));
+    let other = new_ca(KeyAlgorithm::EcP256);
+    assert!(!other.issued(&old.der), "another CA's certificate is not ours");
+}

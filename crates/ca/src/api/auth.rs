@@ -105,18 +105,38 @@ pub fn common_name(dn: &str) -> Option<String> {
 }
 
 /// Decodes `X-Client-Cert` (percent-encoding only: `+` stays `+`), which must be exactly one
-/// PEM certificate, and reads its `pp_cli_auth`. A certificate for another name grants nothing.
-fn header_cert_has_cli_auth(value: &[u8], certname: &str) -> Result<bool, ApiError> {
+/// PEM certificate; `None` when it is for another name than `certname` (it then grants
+/// nothing).
+fn header_cert(
+    value: &[u8],
+    certname: &str,
+) -> Result<Option<(Vec<u8>, pki::describe::Description)>, ApiError> {
     let decoded: Vec<u8> = percent_decode(value).collect();
     let der = pki::pemfile::single_block(&decoded, &["CERTIFICATE"])
         .map_err(|e| ApiError::BadClientCert(e.to_string()))?;
     let description = pki::describe::certificate(&der)
         .ok_or_else(|| ApiError::BadClientCert("not an X.509 certificate".into()))?;
     if description.common_name != certname {
-        tracing::warn!(dn_cn = certname, cert_cn = %description.common_name, "X-Client-Cert does not belong to X-Client-DN; ignoring its extensions");
-        return Ok(false);
+        tracing::warn!(dn_cn = certname, cert_cn = %description.common_name, "X-Client-Cert does not belong to X-Client-DN; ignoring it");
+        return Ok(None);
     }
-    Ok(description.authorization_extensions.get("pp_cli_auth").is_some_and(|v| v == "true"))
+    Ok(Some((der, description)))
+}
+
+fn header_cert_has_cli_auth(value: &[u8], certname: &str) -> Result<bool, ApiError> {
+    Ok(header_cert(value, certname)?.is_some_and(|(_, description)| {
+        description.authorization_extensions.get("pp_cli_auth").is_some_and(|v| v == "true")
+    }))
+}
+
+/// The DER certificate an authenticated client presented to the LB (`X-Client-Cert`), if it
+/// is the client's own.
+pub(super) fn presented_cert(
+    headers: &HeaderMap,
+    certname: &str,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let Some(value) = headers.get("x-client-cert") else { return Ok(None) };
+    Ok(header_cert(value.as_bytes(), certname)?.map(|(der, _)| der))
 }
 
 #[cfg(test)]

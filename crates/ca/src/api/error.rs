@@ -79,7 +79,9 @@ fn ca_status(e: &CaError) -> StatusCode {
         CaError::SignRefused(_) | CaError::NoRequest(_) | CaError::NoCertificate(_) => {
             StatusCode::CONFLICT
         }
-        CaError::NotFound(_) => StatusCode::NOT_FOUND,
+        CaError::NotFound(_) | CaError::RenewalDisabled => StatusCode::NOT_FOUND,
+        CaError::RenewalForeign => StatusCode::FORBIDDEN,
+        CaError::RenewalInvalid => StatusCode::BAD_REQUEST,
         CaError::TooManyPending(_) => StatusCode::SERVICE_UNAVAILABLE,
         CaError::Store(_) | CaError::Issue(_) | CaError::Crl(_) | CaError::Setup(_) => {
             StatusCode::INTERNAL_SERVER_ERROR

@@ -22,6 +22,28 @@ pub(super) struct Admin;
 /// Any client whose certificate the proxy verified; anonymous callers get 403.
 pub(super) struct Authenticated;
 
+/// The certificate an authenticated client presented to the LB (Puppet 8 renewal): anonymous
+/// callers get 403, a caller without a usable certificate 400.
+pub(super) struct PresentedCert(pub(super) Vec<u8>);
+
+impl FromRequestParts<State> for PresentedCert {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
+        let Caller::Client { certname, .. } = caller(parts, state)? else {
+            return Err(forbidden(
+                parts,
+                &Caller::Anonymous,
+                "renewal needs a verified client certificate",
+            ));
+        };
+        match super::auth::presented_cert(&parts.headers, &certname)? {
+            Some(der) => Ok(Self(der)),
+            None => Err(CaError::RenewalInvalid.into()),
+        }
+    }
+}
+
 /// The URL's `{subject}`, checked as a certname before it touches a file (400 otherwise).
 pub(super) struct Subject(pub(super) Certname);
 

@@ -6,9 +6,9 @@ use serde_json::json;
 
 use super::State;
 
-/// puppetserver's version the CA reports as its `ca` service: below 8.4.0, so the CLI does
-/// not try the bulk-sign endpoints crossbar does not serve.
-const SERVICE_VERSION: &str = "7.9.5";
+/// The puppetserver version whose CA API crossbar serves, reported as the `ca` service's
+/// version: at least 8.4.0, so `puppetserver ca` 2.7+ uses the bulk-sign endpoints.
+const SERVICE_VERSION: &str = "8.7.0";
 
 pub(super) fn routes() -> axum::Router<State> {
     Router::new()
