@@ -88,7 +88,8 @@ pub fn edge_and_route(text: &str) {
     static ROUTES: std::sync::OnceLock<RouteTable> = std::sync::OnceLock::new();
     let routes = ROUTES.get_or_init(|| RouteTable::with_defaults(vec![]));
     let (path, query) = (parts.uri.path(), parts.uri.query());
-    let (_, pool) = routes.route_for(path, query);
+    let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+    let (_, pool) = routes.route_for(crate::route::Target { path, query, user_agent });
     if path.starts_with("/puppet-ca/") {
         assert_eq!(pool, CA_POOL, "{path}");
     }

@@ -1,4 +1,4 @@
-//! Which pool serves a request: a pure function of its path and query.
+//! Which pool serves a request: a pure function of its path, query and `User-Agent`.
 
 use std::sync::Arc;
 
@@ -13,7 +13,21 @@ pub(crate) enum Matcher {
     Regex(Regex),
     /// The `environment` query parameter equals this (a canary pool of compilers).
     Environment(String),
+    /// A status request of the CA: `/status/v1/simple/ca`, or any `/status/` request of the
+    /// `puppetserver ca` CLI (it reads the `ca` service's version to choose bulk signing).
+    CaStatus,
 }
+
+/// What routing looks at in a request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub(crate) path: &'a str,
+    pub(crate) query: Option<&'a str>,
+    pub(crate) user_agent: Option<&'a str>,
+}
+
+/// The `User-Agent` of the `puppetserver ca` CLI (every version).
+const CA_CLI_AGENT: &str = "PuppetserverCaCli";
 
 /// One routing rule.
 #[derive(Debug, Clone)]
@@ -46,6 +60,7 @@ impl RouteTable {
         if let Ok(legacy) = Regex::new("^/[^/]+/certificate") {
             routes.push(Route { matcher: Matcher::Regex(legacy), pool: CA_POOL.into() });
         }
+        routes.push(Route { matcher: Matcher::CaStatus, pool: CA_POOL.into() });
         routes.extend(configured);
         let labels = routes
             .iter()
@@ -58,12 +73,12 @@ impl RouteTable {
     /// The pool for a request to `path` with `query`.
     #[cfg(test)]
     pub(crate) fn pool_for(&self, path: &str, query: Option<&str>) -> &str {
-        self.route_for(path, query).1
+        self.route_for(Target { path, query, user_agent: None }).1
     }
 
     /// The matched route's index (`None`: the fallback) and its pool.
-    pub(crate) fn route_for(&self, path: &str, query: Option<&str>) -> (Option<usize>, &str) {
-        match self.routes.iter().position(|route| route.matcher.matches(path, query)) {
+    pub(crate) fn route_for(&self, target: Target<'_>) -> (Option<usize>, &str) {
+        match self.routes.iter().position(|route| route.matcher.matches(target)) {
             Some(i) => (Some(i), self.routes[i].pool.as_str()),
             None => (None, self.fallback.as_str()),
         }
@@ -90,12 +105,18 @@ impl RouteTable {
 }
 
 impl Matcher {
-    fn matches(&self, path: &str, query: Option<&str>) -> bool {
+    fn matches(&self, target: Target<'_>) -> bool {
+        let Target { path, query, user_agent } = target;
         match self {
             Self::Prefix(prefix) => path.starts_with(prefix.as_str()),
             Self::Regex(re) => re.is_match(path),
             Self::Environment(env) => {
                 query.is_some_and(|q| environment_of(q) == Some(env.as_str()))
+            }
+            Self::CaStatus => {
+                path == "/status/v1/simple/ca"
+                    || (path.starts_with("/status/")
+                        && user_agent.is_some_and(|ua| ua.starts_with(CA_CLI_AGENT)))
             }
         }
     }
@@ -107,6 +128,7 @@ impl std::fmt::Display for Matcher {
             Self::Prefix(p) => write!(f, "prefix {p}"),
             Self::Regex(r) => write!(f, "regex {}", r.as_str()),
             Self::Environment(e) => write!(f, "environment={e}"),
+            Self::CaStatus => f.write_str("CA status (/status/v1/simple/ca, or the CA CLI)"),
         }
     }
 }
@@ -143,11 +165,23 @@ mod tests {
     }
 
     #[test]
+    fn the_ca_clis_status_requests_go_to_the_ca() {
+        let table = RouteTable::with_defaults(vec![]);
+        let route = |path, user_agent| table.route_for(Target { path, query: None, user_agent }).1;
+        assert_eq!(route("/status/v1/services", Some("PuppetserverCaCli")), "ca");
+        assert_eq!(route("/status/v1/simple/ca", None), "ca");
+        assert_eq!(route("/status/v1/services", Some("Puppet/8.10.0 Ruby/3.3")), "compilers");
+        assert_eq!(route("/status/v1/simple/server", Some("Puppet/8.10.0")), "compilers");
+        assert_eq!(route("/puppet/v3/node/x", Some("PuppetserverCaCli")), "compilers");
+    }
+
+    #[test]
     fn routes_have_labels_for_the_log() {
         let table = RouteTable::with_defaults(vec![]);
-        let (index, pool) = table.route_for("/puppet-ca/v1/certificate/ca", None);
+        let target = |path| Target { path, query: None, user_agent: None };
+        let (index, pool) = table.route_for(target("/puppet-ca/v1/certificate/ca"));
         assert_eq!((&*table.label(index), pool), ("prefix /puppet-ca/", "ca"));
-        let (index, pool) = table.route_for("/puppet/v3/node/x", None);
+        let (index, pool) = table.route_for(target("/puppet/v3/node/x"));
         assert_eq!((&*table.label(index), pool), ("default", "compilers"));
     }
 

@@ -23,7 +23,7 @@ use crate::{
     identity::ClientIdentity,
     metrics::Metrics,
     pool::{Member, Pool, Shed},
-    route::RouteTable,
+    route::{RouteTable, Target},
     upstream::{PooledBody, SendFailure, UpstreamBody},
 };
 
@@ -82,7 +82,9 @@ impl Proxy {
             self.metrics.refused(refusal);
             return self.fail(&log, None, ProxyError::Refused(refusal));
         }
-        let (route, pool_name) = self.routes.route_for(parts.uri.path(), parts.uri.query());
+        let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+        let target = Target { path: parts.uri.path(), query: parts.uri.query(), user_agent };
+        let (route, pool_name) = self.routes.route_for(target);
         log.routed(self.routes.label(route), pool_name);
         let Some(pool) = self.pools.get(pool_name) else {
             return self.fail(&log, None, ProxyError::NoPool(pool_name.to_owned()));
