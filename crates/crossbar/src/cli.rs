@@ -78,6 +78,13 @@ pub enum SimCommand {
         /// Spread first runs over the interval (Puppet's splay).
         #[arg(long)]
         splay: bool,
+        /// The agents' Puppet: 7, or 8 (which also refreshes the CA certificate and CRL on each
+        /// run, without its client certificate, and renews its certificate when due).
+        #[arg(long, default_value = "7")]
+        puppet: String,
+        /// With --puppet 8: the share of runs (0 to 1) that renew their certificate first.
+        #[arg(long, default_value_t = 0.0)]
+        renew: f64,
         #[command(flatten)]
         output: SimOutput,
     },
@@ -135,6 +142,10 @@ pub enum SimCommand {
         prefix: String,
         #[arg(long, default_value = "600s")]
         duration: String,
+        /// How long an agent without its certificate waits before submitting again (Puppet's
+        /// waitforcert; 2m by default in Puppet, shorter here so storms end sooner).
+        #[arg(long, default_value = "2s")]
+        waitforcert: String,
         #[command(flatten)]
         output: SimOutput,
     },

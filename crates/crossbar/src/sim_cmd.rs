@@ -24,13 +24,19 @@ pub async fn run(command: SimCommand) -> anyhow::Result<u8> {
             println!("issued {issued} agent certificates");
             Ok(0)
         }
-        SimCommand::Runs { target, agents, interval, splay, output } => {
+        SimCommand::Runs { target, agents, interval, splay, puppet, renew, output } => {
             let schedule = match interval {
                 Some(every) => Schedule::Interval { every: duration("--interval", &every)?, splay },
                 None => Schedule::BackToBack,
             };
+            let generation =
+                puppet.parse().map_err(|e: String| anyhow::anyhow!("--puppet: {e}"))?;
+            if !(0.0..=1.0).contains(&renew) {
+                anyhow::bail!("--renew {renew}: a fraction of runs, from 0 to 1");
+            }
+            let kind = scenario::Agents { generation, renew_fraction: renew };
             let (common, identities) = prepare(&target, &agents, output.progress)?;
-            finish(&scenario::runs(common, identities, schedule).await, &output)
+            finish(&scenario::runs(common, identities, schedule, kind).await, &output)
         }
         SimCommand::Throughput { target, agents, connections, path, output } => {
             let (common, identities) = prepare(&target, &agents, output.progress)?;
@@ -52,9 +58,11 @@ pub async fn run(command: SimCommand) -> anyhow::Result<u8> {
             key,
             prefix,
             duration: limit,
+            waitforcert,
             output,
         } => {
             let key = key.parse().with_context(|| format!("--key {key:?}"))?;
+            let wait_for_cert = duration("--waitforcert", &waitforcert)?;
             let common = Common {
                 target: target_of(&target, None)?,
                 duration: duration("--duration", &limit)?,
@@ -64,7 +72,7 @@ pub async fn run(command: SimCommand) -> anyhow::Result<u8> {
             let new =
                 tokio::task::spawn_blocking(move || identity::new_agents(&prefix, agents, key, 2))
                     .await??;
-            finish(&scenario::bootstrap(common, new, concurrency).await, &output)
+            finish(&scenario::bootstrap(common, new, concurrency, wait_for_cert).await, &output)
         }
         SimCommand::Ceiling {
             key,

@@ -1,8 +1,12 @@
-//! What one Puppet 7 agent run sends (reference section 8.6), as data: the requests in order,
-//! with realistic bodies. No I/O.
+//! What one agent run sends, as data: the requests in order, with realistic bodies and the
+//! headers of the agent's version. Puppet 7 (reference section 8.6); Puppet 8.10 adds, on a
+//! connection of its own without a client certificate, the conditional refresh of the CA
+//! certificate and the CRL (both answered 304 while unchanged, so every run asks once they are
+//! a day old), and, when its certificate nears its end, `POST certificate_renewal` with its
+//! client certificate. No I/O.
 
 use bytes::Bytes;
-use http::Method;
+use http::{header, HeaderName, HeaderValue, Method};
 
 /// The kinds of request the simulator measures separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -17,10 +21,11 @@ pub enum Kind {
     Cert,
     Status,
     Fixed,
+    Renewal,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Node,
         Kind::FileMetadatas,
         Kind::Catalog,
@@ -31,6 +36,7 @@ impl Kind {
         Kind::Cert,
         Kind::Status,
         Kind::Fixed,
+        Kind::Renewal,
     ];
 
     pub fn label(self) -> &'static str {
@@ -45,6 +51,7 @@ impl Kind {
             Kind::Cert => "cert",
             Kind::Status => "status",
             Kind::Fixed => "request",
+            Kind::Renewal => "renewal",
         }
     }
 }
@@ -57,70 +64,190 @@ pub struct Step {
     pub path: String,
     pub content_type: Option<&'static str>,
     pub body: Bytes,
+    /// `Accept`, `X-Puppet-Version`, `User-Agent`, `If-Modified-Since`, as the agent sends them.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// The agent's version, as it sends it in `X-Puppet-Version` and `User-Agent`.
-pub const PUPPET_VERSION: &str = "7.23.0";
-pub const USER_AGENT: &str = "Puppet/7.23.0 Ruby/3.1.2-p20 (x86_64-linux-gnu)";
+/// Which Puppet the simulated agents are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Generation {
+    /// Debian 12's puppet-agent 7.23.
+    #[default]
+    Puppet7,
+    /// Debian 13's puppet-agent 8.10 (OpenVox 8 sends the same).
+    Puppet8,
+}
+
+impl Generation {
+    pub fn version(self) -> &'static str {
+        match self {
+            Self::Puppet7 => "7.23.0",
+            Self::Puppet8 => "8.10.0",
+        }
+    }
+
+    pub fn user_agent(self) -> &'static str {
+        match self {
+            Self::Puppet7 => "Puppet/7.23.0 Ruby/3.1.2-p20 (x86_64-linux-gnu)",
+            Self::Puppet8 => "Puppet/8.10.0 Ruby/3.3.8-p144 (x86_64-linux-gnu)",
+        }
+    }
+
+    /// What the agent accepts for a request of `kind`: CA requests take `text/plain`; Puppet 8
+    /// no longer offers PSON, and asks for rich JSON catalogs.
+    fn accept(self, kind: Kind) -> &'static str {
+        match (self, kind) {
+            (_, Kind::CaCert | Kind::Crl | Kind::Csr | Kind::Cert | Kind::Renewal) => "text/plain",
+            (Self::Puppet7, _) => "application/json, text/pson",
+            (Self::Puppet8, Kind::Catalog) => "application/vnd.puppet.rich+json, application/json",
+            (Self::Puppet8, _) => "application/json",
+        }
+    }
+}
+
+impl std::str::FromStr for Generation {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "7" => Ok(Self::Puppet7),
+            "8" => Ok(Self::Puppet8),
+            other => Err(format!("unknown Puppet version {other:?}: 7 or 8")),
+        }
+    }
+}
+
+/// One run: the requests without a client certificate (Puppet 8's refreshes), then those of
+/// the run proper, on a connection with the agent's certificate.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    pub refresh: Vec<Step>,
+    pub steps: Vec<Step>,
+}
 
 const ENV: &str = "production";
 const PLUGINS_SHALLOW: &str =
     "recurse=false&links=manage&checksum_type=sha256&source_permissions=ignore";
 const DEEP: &str = "recurse=true&max_files=-1&ignore=.svn&ignore=CVS&ignore=.git&ignore=.hg&links=follow&checksum_type=sha256";
 
-/// The requests of one run of agent `certname`: `node` only on a first run (later runs take
-/// the environment from their last run summary), pluginsync's `file_metadatas`, the catalog
-/// POST with the facts, the report PUT.
+/// The date the simulated agents last saw the CA certificate and CRL change (what Puppet 8
+/// sends in `If-Modified-Since`): before any CA a test makes, so an unchanged file answers 304.
+const LAST_SEEN: &str = "Mon, 01 Jan 2024 00:00:00 GMT";
+
+/// One run of agent `certname` of `generation`: for Puppet 8, the CA and CRL refresh and, with
+/// `renew`, the renewal; then `node` only on a first run (later runs take the environment from
+/// their last run summary), pluginsync's `file_metadatas`, the catalog POST with the facts,
+/// the report PUT.
+pub fn plan(
+    generation: Generation,
+    certname: &str,
+    first: bool,
+    renew: bool,
+    facts: &Bytes,
+    report: &Bytes,
+) -> RunPlan {
+    let mut plan = RunPlan { refresh: Vec::new(), steps: Vec::new() };
+    if generation == Generation::Puppet8 {
+        for (kind, path) in [
+            (Kind::CaCert, "/puppet-ca/v1/certificate/ca"),
+            (Kind::Crl, "/puppet-ca/v1/certificate_revocation_list/ca"),
+        ] {
+            let mut step = Step::get_as(generation, kind, path);
+            step.headers.push((header::IF_MODIFIED_SINCE, HeaderValue::from_static(LAST_SEEN)));
+            plan.refresh.push(step);
+        }
+        if renew {
+            let mut step =
+                Step::get_as(generation, Kind::Renewal, "/puppet-ca/v1/certificate_renewal");
+            step.method = Method::POST;
+            step.content_type = Some("text/plain");
+            plan.steps.push(step);
+        }
+    }
+    plan.steps.extend(run_as(generation, certname, first, facts, report));
+    plan
+}
+
+/// The requests of one Puppet 7 run (see [`plan`]).
 pub fn run(certname: &str, first: bool, facts: &Bytes, report: &Bytes) -> Vec<Step> {
+    run_as(Generation::Puppet7, certname, first, facts, report)
+}
+
+fn run_as(
+    generation: Generation,
+    certname: &str,
+    first: bool,
+    facts: &Bytes,
+    report: &Bytes,
+) -> Vec<Step> {
+    let get = |kind, path: String| Step::get_as(generation, kind, path);
     let uuid = fastrand::u64(..);
     let mut steps = Vec::with_capacity(7);
     if first {
-        steps.push(Step::get(Kind::Node, format!("/puppet/v3/node/{certname}?environment={ENV}&configured_environment={ENV}&transaction_uuid={uuid:016x}")));
+        steps.push(get(Kind::Node, format!("/puppet/v3/node/{certname}?environment={ENV}&configured_environment={ENV}&transaction_uuid={uuid:016x}")));
     }
-    steps.push(Step::get(
+    steps.push(get(
         Kind::FileMetadatas,
         format!("/puppet/v3/file_metadatas/plugins?{PLUGINS_SHALLOW}&environment={ENV}"),
     ));
-    steps.push(Step::get(
+    steps.push(get(
         Kind::FileMetadatas,
         format!(
             "/puppet/v3/file_metadatas/pluginfacts?{DEEP}&source_permissions=use&environment={ENV}"
         ),
     ));
-    steps.push(Step::get(
+    steps.push(get(
         Kind::FileMetadatas,
         format!(
             "/puppet/v3/file_metadatas/plugins?{DEEP}&source_permissions=ignore&environment={ENV}"
         ),
     ));
-    steps.push(Step::get(Kind::FileMetadatas, format!("/puppet/v3/file_metadatas/locales?{DEEP}&ignore=*.pot&ignore=config.yaml&source_permissions=ignore&environment={ENV}")));
-    steps.push(Step {
-        kind: Kind::Catalog,
-        method: Method::POST,
-        path: format!("/puppet/v3/catalog/{certname}?environment={ENV}"),
-        content_type: Some("application/x-www-form-urlencoded"),
-        body: facts.clone(),
-    });
-    steps.push(Step {
-        kind: Kind::Report,
-        method: Method::PUT,
-        path: format!("/puppet/v3/report/{certname}?environment={ENV}"),
-        content_type: Some("application/json"),
-        body: report.clone(),
-    });
+    steps.push(get(Kind::FileMetadatas, format!("/puppet/v3/file_metadatas/locales?{DEEP}&ignore=*.pot&ignore=config.yaml&source_permissions=ignore&environment={ENV}")));
+    let mut catalog =
+        get(Kind::Catalog, format!("/puppet/v3/catalog/{certname}?environment={ENV}"));
+    catalog.method = Method::POST;
+    catalog.content_type = Some("application/x-www-form-urlencoded");
+    catalog.body = facts.clone();
+    steps.push(catalog);
+    let mut put = get(Kind::Report, format!("/puppet/v3/report/{certname}?environment={ENV}"));
+    put.method = Method::PUT;
+    put.content_type = Some("application/json");
+    put.body = report.clone();
+    steps.push(put);
     steps
 }
 
 impl Step {
-    /// A body-less GET.
+    /// A body-less GET, as Puppet 7 sends it.
     pub fn get(kind: Kind, path: impl Into<String>) -> Self {
+        Self::get_as(Generation::Puppet7, kind, path)
+    }
+
+    /// A body-less GET with the headers of `generation`.
+    pub fn get_as(generation: Generation, kind: Kind, path: impl Into<String>) -> Self {
+        let headers = vec![
+            (header::ACCEPT, HeaderValue::from_static(generation.accept(kind))),
+            (
+                HeaderName::from_static("x-puppet-version"),
+                HeaderValue::from_static(generation.version()),
+            ),
+            (header::USER_AGENT, HeaderValue::from_static(generation.user_agent())),
+        ];
         Self {
             kind,
             method: Method::GET,
             path: path.into(),
             content_type: None,
             body: Bytes::new(),
+            headers,
         }
+    }
+
+    /// Whether `status` is what the agent takes as success for this request: a 2xx, or a 304
+    /// to a conditional refresh.
+    pub fn succeeded(&self, status: http::StatusCode) -> bool {
+        status.is_success()
+            || (status == http::StatusCode::NOT_MODIFIED
+                && self.headers.iter().any(|(name, _)| name == header::IF_MODIFIED_SINCE))
     }
 }
 
@@ -142,7 +269,7 @@ fn facts_json(certname: &str) -> String {
     values.insert("hostname".into(), certname.split('.').next().unwrap_or(certname).into());
     values.insert("kernel".into(), "Linux".into());
     values.insert("os".into(), serde_json::json!({"family": "Debian", "name": "Debian", "release": {"full": "12.8", "major": "12"}}));
-    values.insert("puppetversion".into(), PUPPET_VERSION.into());
+    values.insert("puppetversion".into(), Generation::Puppet7.version().into());
     for i in 0..200 {
         values.insert(
             format!("fact_{i:03}"),
@@ -172,7 +299,7 @@ pub fn report_json(certname: &str) -> Bytes {
         "job_id": null,
         "cached_catalog_status": "not_used",
         "report_format": 12,
-        "puppet_version": PUPPET_VERSION,
+        "puppet_version": Generation::Puppet7.version(),
         "status": "unchanged",
         "transaction_completed": true,
         "noop": false,
@@ -230,6 +357,52 @@ mod tests {
             .path
             .starts_with("/puppet/v3/catalog/a.example.com?environment=production"));
         assert_eq!(later[4].method, Method::POST);
+    }
+
+    #[test]
+    fn a_puppet8_run_refreshes_without_a_certificate_and_renews_when_due() {
+        let facts = catalog_form("a.example.com");
+        let report = report_json("a.example.com");
+        let plan = plan(Generation::Puppet8, "a.example.com", false, true, &facts, &report);
+        let refresh: Vec<(Kind, &str)> =
+            plan.refresh.iter().map(|s| (s.kind, s.path.as_str())).collect();
+        assert_eq!(
+            refresh,
+            [
+                (Kind::CaCert, "/puppet-ca/v1/certificate/ca"),
+                (Kind::Crl, "/puppet-ca/v1/certificate_revocation_list/ca")
+            ]
+        );
+        assert!(plan
+            .refresh
+            .iter()
+            .all(|s| s.headers.iter().any(|(n, _)| n == header::IF_MODIFIED_SINCE)));
+        assert!(
+            plan.refresh[0].succeeded(http::StatusCode::NOT_MODIFIED),
+            "304 is an answer to a refresh"
+        );
+        assert_eq!(plan.steps[0].kind, Kind::Renewal);
+        assert_eq!((plan.steps[0].method.clone(), plan.steps[0].body.len()), (Method::POST, 0));
+        assert_eq!(plan.steps.len(), 7, "the renewal and the six requests of a later run");
+        let version = |s: &Step| {
+            s.headers.iter().find(|(n, _)| n == "x-puppet-version").map(|(_, v)| v.clone())
+        };
+        assert!(plan.steps.iter().all(|s| version(s) == Some(HeaderValue::from_static("8.10.0"))));
+        let seven = plan_of_7();
+        assert!(seven.refresh.is_empty() && seven.steps.iter().all(|s| s.kind != Kind::Renewal));
+        assert!(!seven.steps[0].succeeded(http::StatusCode::NOT_MODIFIED));
+    }
+
+    fn plan_of_7() -> RunPlan {
+        let facts = catalog_form("a.example.com");
+        plan(
+            Generation::Puppet7,
+            "a.example.com",
+            true,
+            true,
+            &facts,
+            &report_json("a.example.com"),
+        )
     }
 
     #[test]

@@ -22,7 +22,7 @@ use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::agent::{Step, PUPPET_VERSION, USER_AGENT};
+use crate::agent::Step;
 
 /// Where the simulated agents connect.
 #[derive(Debug, Clone)]
@@ -155,10 +155,10 @@ impl Conn {
         let mut request = Request::builder()
             .method(step.method.clone())
             .uri(&step.path)
-            .header(header::HOST, self.host.clone())
-            .header(header::ACCEPT, "application/json, text/pson")
-            .header("x-puppet-version", PUPPET_VERSION)
-            .header(header::USER_AGENT, USER_AGENT);
+            .header(header::HOST, self.host.clone());
+        for (name, value) in &step.headers {
+            request = request.header(name, value);
+        }
         if let Some(content_type) = step.content_type {
             request = request.header(header::CONTENT_TYPE, content_type);
         }

@@ -39,9 +39,24 @@ pub enum Schedule {
 /// Most times one request follows `Retry-After` before it counts as failed (Puppet: 100).
 const MAX_RETRIES: u32 = 100;
 
+/// What the simulated agents are: Puppet 7 or 8, and for Puppet 8 the share of runs that
+/// renew the agent's certificate (those of agents within `hostcert_renewal_interval` of their
+/// certificate's end; about 1 in 60 a day in a fleet of 5-year certificates).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Agents {
+    pub generation: agent::Generation,
+    pub renew_fraction: f64,
+}
+
 /// Agents doing Puppet runs: one connection per run (a full TLS handshake), the run's requests
-/// on it, closed at the end, as a Puppet 7 agent does.
-pub async fn runs(common: Common, agents: Vec<Identity>, schedule: Schedule) -> Report {
+/// on it, closed at the end, as a Puppet agent does (a Puppet 8 agent first refreshes the CA
+/// certificate and CRL on a connection without its certificate).
+pub async fn runs(
+    common: Common,
+    agents: Vec<Identity>,
+    schedule: Schedule,
+    kind: Agents,
+) -> Report {
     let stats = Arc::new(Stats::new());
     let deadline = tokio::time::Instant::now() + common.duration;
     let progress = progress(&stats, common.progress);
@@ -49,11 +64,13 @@ pub async fn runs(common: Common, agents: Vec<Identity>, schedule: Schedule) -> 
     let agent_count = agents.len();
     for agent in agents {
         let (stats, target) = (stats.clone(), common.target.clone());
-        tasks.spawn(async move { agent_loop(&stats, &target, &agent, schedule, deadline).await });
+        tasks.spawn(
+            async move { agent_loop(&stats, &target, &agent, schedule, kind, deadline).await },
+        );
     }
     while tasks.join_next().await.is_some() {}
     progress.abort();
-    stats.report("runs", serde_json::json!({ "agents": agent_count, "schedule": format!("{schedule:?}"), "duration_s": common.duration.as_secs_f64() }))
+    stats.report("runs", serde_json::json!({ "agents": agent_count, "schedule": format!("{schedule:?}"), "puppet": kind.generation.version(), "renew_fraction": kind.renew_fraction, "duration_s": common.duration.as_secs_f64() }))
 }
 
 async fn agent_loop(
@@ -61,6 +78,7 @@ async fn agent_loop(
     target: &Target,
     agent: &Identity,
     schedule: Schedule,
+    kind: Agents,
     deadline: tokio::time::Instant,
 ) {
     let report = agent::report_json(&agent.certname);
@@ -76,8 +94,9 @@ async fn agent_loop(
         sleep_until(next).await;
         let started = tokio::time::Instant::now();
         let facts = agent::catalog_form(&agent.certname);
-        let steps = agent::run(&agent.certname, first, &facts, &report);
-        let ok = one_run(stats, target, agent, &steps, deadline).await;
+        let renew = fastrand::f64() < kind.renew_fraction;
+        let plan = agent::plan(kind.generation, &agent.certname, first, renew, &facts, &report);
+        let ok = one_run(stats, target, agent, &plan, deadline).await;
         stats.runs.fetch_add(1, Ordering::Relaxed);
         if !ok {
             stats.runs_failed.fetch_add(1, Ordering::Relaxed);
@@ -94,13 +113,24 @@ async fn one_run(
     stats: &Stats,
     target: &Target,
     agent: &Identity,
-    steps: &[Step],
+    plan: &agent::RunPlan,
     deadline: tokio::time::Instant,
 ) -> bool {
+    if !plan.refresh.is_empty() {
+        // Puppet 8 refreshes with its CA context alone: no client certificate.
+        let Some(mut conn) = connect(stats, target, None, &agent.certname).await else {
+            return false;
+        };
+        for step in &plan.refresh {
+            if !send_with_retry(stats, &mut conn, step, deadline).await {
+                return false;
+            }
+        }
+    }
     let Some(mut conn) = connect(stats, target, Some(&agent.config), &agent.certname).await else {
         return false;
     };
-    for step in steps {
+    for step in &plan.steps {
         if !send_with_retry(stats, &mut conn, step, deadline).await {
             return false;
         }
@@ -139,7 +169,7 @@ async fn send_with_retry(
     for _ in 0..MAX_RETRIES {
         let started = Instant::now();
         match conn.send(step).await {
-            Ok(Answer { status, .. }) if status.is_success() => {
+            Ok(Answer { status, .. }) if step.succeeded(status) => {
                 stats.ok(step.kind, started.elapsed());
                 return true;
             }
@@ -314,7 +344,12 @@ pub async fn hold(common: Common, agents: Vec<Identity>, path: &str) -> Report {
 /// New agents from CSR to signed certificate through the target, `concurrency` at a time: an
 /// anonymous TLS connection (the server verified), `PUT certificate_request`, `GET
 /// certificate`. Keys and CSRs were made before the clock started.
-pub async fn bootstrap(common: Common, agents: Vec<NewAgent>, concurrency: usize) -> Report {
+pub async fn bootstrap(
+    common: Common,
+    agents: Vec<NewAgent>,
+    concurrency: usize,
+    wait_for_cert: Duration,
+) -> Report {
     let stats = Arc::new(Stats::new());
     let deadline = tokio::time::Instant::now() + common.duration;
     let progress = progress(&stats, common.progress);
@@ -326,7 +361,7 @@ pub async fn bootstrap(common: Common, agents: Vec<NewAgent>, concurrency: usize
         tasks.spawn(async move {
             loop {
                 let Some(agent) = queue.lock().ok().and_then(|mut q| q.next()) else { return };
-                let ok = bootstrap_one(&stats, &target, &agent, deadline).await;
+                let ok = bootstrap_one(&stats, &target, &agent, wait_for_cert, deadline).await;
                 stats.runs.fetch_add(1, Ordering::Relaxed);
                 if !ok {
                     stats.runs_failed.fetch_add(1, Ordering::Relaxed);
@@ -336,28 +371,91 @@ pub async fn bootstrap(common: Common, agents: Vec<NewAgent>, concurrency: usize
     }
     while tasks.join_next().await.is_some() {}
     progress.abort();
-    stats.report("bootstrap", serde_json::json!({ "agents": count, "concurrency": concurrency }))
+    stats.report("bootstrap", serde_json::json!({ "agents": count, "concurrency": concurrency, "waitforcert_s": wait_for_cert.as_secs_f64() }))
 }
 
+/// One agent's bootstrap, as Puppet's SSL state machine does it (7 and 8 alike): submit the
+/// CSR (a 400 means "already submitted"), fetch the certificate; a 404, or a failure without
+/// `Retry-After`, waits `wait_for_cert` and starts over, re-submitting the same CSR, until the
+/// certificate comes or the deadline passes.
 async fn bootstrap_one(
     stats: &Stats,
     target: &Target,
     agent: &NewAgent,
+    wait_for_cert: Duration,
     deadline: tokio::time::Instant,
 ) -> bool {
-    let Some(mut conn) = connect(stats, target, None, &agent.certname).await else { return false };
     let put = Step {
         kind: Kind::Csr,
         method: Method::PUT,
         path: format!("/puppet-ca/v1/certificate_request/{}", agent.certname),
         content_type: Some("text/plain"),
         body: agent.csr_pem.clone(),
+        headers: Step::get(Kind::Csr, "/").headers,
     };
-    if !send_with_retry(stats, &mut conn, &put, deadline).await {
-        return false;
-    }
     let get = Step::get(Kind::Cert, format!("/puppet-ca/v1/certificate/{}", agent.certname));
-    send_with_retry(stats, &mut conn, &get, deadline).await
+    loop {
+        if let Some(mut conn) = connect(stats, target, None, &agent.certname).await {
+            if submit(stats, &mut conn, &put, deadline).await
+                && send_with_retry(stats, &mut conn, &get, deadline).await
+            {
+                return true;
+            }
+        }
+        let wake = tokio::time::Instant::now() + wait_for_cert;
+        if wake >= deadline {
+            return false;
+        }
+        sleep_until(wake).await;
+    }
+}
+
+/// The CSR submission: a 2xx, or a 400 (the CA already has a request or certificate for the
+/// name), lets the agent go on to fetch its certificate.
+async fn submit(
+    stats: &Stats,
+    conn: &mut Conn,
+    put: &Step,
+    deadline: tokio::time::Instant,
+) -> bool {
+    for _ in 0..MAX_RETRIES {
+        let started = Instant::now();
+        match conn.send(put).await {
+            Ok(Answer { status, .. }) if status.is_success() => {
+                stats.ok(put.kind, started.elapsed());
+                return true;
+            }
+            Ok(Answer { status, .. }) if status == http::StatusCode::BAD_REQUEST => {
+                stats.failed(
+                    put.kind,
+                    "status 400 (already submitted: the agent fetches its certificate)",
+                );
+                return true;
+            }
+            Ok(Answer { status, retry_after: Some(seconds), .. })
+                if status.as_u16() == 503 || status.as_u16() == 429 =>
+            {
+                stats.failed(
+                    put.kind,
+                    &format!("status {} with Retry-After (retried)", status.as_u16()),
+                );
+                let wake = tokio::time::Instant::now() + Duration::from_secs(seconds);
+                if wake >= deadline {
+                    return false;
+                }
+                sleep_until(wake).await;
+            }
+            Ok(Answer { status, .. }) => {
+                stats.failed(put.kind, &format!("status {}", status.as_u16()));
+                return false;
+            }
+            Err(e) => {
+                stats.failed(put.kind, &first_words(&e.to_string()));
+                return false;
+            }
+        }
+    }
+    false
 }
 
 fn progress(stats: &Arc<Stats>, enabled: bool) -> tokio::task::JoinHandle<()> {
