@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages crossbar's tests, demo and benchmarks use: the real Puppet 7
-# agent and puppetserver 7 (the peers the e2e tests run against), OpenSSL (an independent
-# checker of what the CA issues), Apache, HAProxy and nginx (the LBs the benchmark compares
-# with), and the tools the scripts call. `--chart` adds matplotlib for the benchmark's PNG.
+# agent and puppetserver 7 (the peers the e2e tests run against), debootstrap (for the Debian 13
+# root with Puppet 8, scripts/puppet8-root.sh), OpenSSL (an independent checker of what the CA
+# issues), Apache, HAProxy, nginx and wrk (the LBs and the load generator the benchmark uses),
+# and the tools the scripts call. `--chart` adds matplotlib for the benchmark's PNG.
 # Idempotent: installed packages are skipped, so a second run costs a second.
 set -euo pipefail
 
 packages=(puppet-agent puppetserver openssl curl ca-certificates iproute2 procps util-linux
-          python3 apache2 haproxy nginx)
+          python3 apache2 haproxy nginx debootstrap wrk)
 if [ "${1:-}" = --chart ]; then
   packages+=(python3-matplotlib hyperfine)
 fi

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # crossbar's test command (the one in the README, and what .ci/run calls): installs what it
 # needs on a fresh Debian 12 machine, then runs formatting, lints, every test (including the
-# end-to-end tests against the real Puppet 7 agent, puppetserver compilers and the puppetserver
-# CLI), a smoke run of the benchmark (every peer config starts and serves; no timing), and a
+# end-to-end tests against the real Puppet 7 and Puppet 8 agents, puppetserver compilers and
+# `puppetserver ca` CLIs), a smoke run of the benchmark (every peer config starts and serves; no timing), and a
 # minute of each fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
+# Puppet 8 (agent 8.10, puppetserver 8.7, CLI 2.7) from a Debian 13 root, made once and cached.
+./scripts/puppet8-root.sh >/dev/null
 
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check

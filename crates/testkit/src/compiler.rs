@@ -1,6 +1,7 @@
-//! A real puppetserver 7 compiler (Debian package) on this machine, set up as the recipe in
-//! `shared/recipes/real-puppet.md` says: plain HTTP, CA service off, `allow-header-cert-info`,
-//! private dirs, one JRuby. It listens on a port the kernel picks (Jetty logs it).
+//! A real puppetserver compiler (Debian package: 7 on the host, 8 in the Debian 13 root) set up
+//! as the recipe in `shared/recipes/real-puppet.md` says: plain HTTP, CA service off,
+//! `allow-header-cert-info`, private dirs, one JRuby. It listens on a port the kernel picks
+//! (Jetty logs it).
 
 use std::{
     path::{Path, PathBuf},
@@ -8,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{process::ChildGuard, wait};
+use crate::{process::ChildGuard, puppet::Install, wait};
 
 /// How long a compiler may take to start (JVM + JRuby; ~25 s alone, longer two at a time).
 pub const START_TIMEOUT: Duration = Duration::from_secs(240);
@@ -24,25 +25,34 @@ const SITE_PP: &str = r#"node default {
 /// One compiler.
 pub struct Compiler {
     pub name: String,
+    /// Its directory, as the host sees it.
     pub dir: PathBuf,
     pub port: u16,
     child: Option<ChildGuard>,
+    install: Install,
 }
 
 impl Compiler {
-    /// Prepares `<root>/<name>` and starts the compiler (call [`Compiler::wait_ready`]).
+    /// Prepares `<root>/<name>` and starts a Puppet 7 compiler (call [`Compiler::wait_ready`]).
     pub fn start(root: &Path, name: &str) -> Self {
+        Self::start_in(&Install::puppet7(), root, name)
+    }
+
+    /// The same for `install`'s puppetserver; `root` must be a dir of [`Install::tempdir`].
+    pub fn start_in(install: &Install, root: &Path, name: &str) -> Self {
         let dir = root.join(name);
-        prepare(&dir, name);
-        let mut compiler = Self { name: name.to_owned(), dir, port: 0, child: None };
+        prepare(install, &dir, name);
+        let mut compiler =
+            Self { name: name.to_owned(), dir, port: 0, child: None, install: install.clone() };
         compiler.spawn();
         compiler
     }
 
     fn spawn(&mut self) {
-        let d = &self.dir;
-        let _ = std::fs::remove_file(d.join("stdout.log"));
-        let mut command = Command::new("setpriv");
+        let host_dir = self.dir.clone();
+        let d = self.install.inner(&host_dir);
+        let _ = std::fs::remove_file(host_dir.join("stdout.log"));
+        let mut command = self.install.command("setpriv");
         command
             .args(["--reuid", "puppet", "--regid", "puppet", "--clear-groups", "--"])
             .args([
@@ -57,8 +67,8 @@ impl Compiler {
             .arg(d.join("conf.d"))
             .arg("--bootstrap-config")
             .arg(d.join("services.d"))
-            .current_dir(d);
-        self.child = Some(ChildGuard::spawn(&self.name, command, d));
+            .current_dir(&host_dir);
+        self.child = Some(ChildGuard::spawn(&self.name, command, &host_dir));
     }
 
     /// Waits until Jetty has bound its port and `/status/v1/simple` answers `running`.
@@ -103,12 +113,15 @@ impl Compiler {
     }
 }
 
-fn prepare(dir: &Path, name: &str) {
+fn prepare(install: &Install, dir: &Path, name: &str) {
     for sub in ["etc", "code/environments/production/manifests", "var", "run", "log", "ssl"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
+    let config = install.outer("/etc/puppet/puppetserver");
     let copy = Command::new("cp")
-        .args(["-r", "/etc/puppet/puppetserver/conf.d", "/etc/puppet/puppetserver/services.d"])
+        .arg("-r")
+        .arg(config.join("conf.d"))
+        .arg(config.join("services.d"))
         .arg(dir)
         .status()
         .unwrap();
@@ -133,11 +146,23 @@ fn prepare(dir: &Path, name: &str) {
         1,
     );
     std::fs::write(&auth, text).unwrap();
-    let d = dir.display();
+    // The package's JRuby paths (they differ between Debian releases), our own dirs.
+    let packaged = std::fs::read_to_string(dir.join("conf.d/puppetserver.conf")).unwrap();
+    let jruby: Vec<&str> = packaged
+        .lines()
+        .filter(|l| {
+            ["ruby-load-path:", "gem-home:", "gem-path:"]
+                .iter()
+                .any(|k| l.trim_start().starts_with(k))
+        })
+        .collect();
+    let d = install.inner(dir);
+    let d = d.display();
     std::fs::write(
         dir.join("conf.d/puppetserver.conf"),
         format!(
-            "jruby-puppet: {{\n    ruby-load-path: [/usr/lib/puppetserver/ruby/vendor_ruby]\n    gem-home: /var/lib/puppetserver/jruby-gems\n    gem-path: [${{jruby-puppet.gem-home}}, \"/usr/lib/puppetserver/vendored-jruby-gems\"]\n    server-conf-dir: {d}/etc\n    server-code-dir: {d}/code\n    server-var-dir: {d}/var\n    server-run-dir: {d}/run\n    server-log-dir: {d}/log\n    max-active-instances: 1\n}}\nhttp-client: {{\n}}\nprofiler: {{\n}}\n"
+            "jruby-puppet: {{\n{}\n    server-conf-dir: {d}/etc\n    server-code-dir: {d}/code\n    server-var-dir: {d}/var\n    server-run-dir: {d}/run\n    server-log-dir: {d}/log\n    max-active-instances: 1\n}}\nhttp-client: {{\n}}\nprofiler: {{\n}}\n",
+            jruby.join("\n")
         ),
     )
     .unwrap();
@@ -147,7 +172,12 @@ fn prepare(dir: &Path, name: &str) {
     )
     .unwrap();
     std::fs::write(dir.join("code/environments/production/manifests/site.pp"), SITE_PP).unwrap();
-    let chown = Command::new("chown").args(["-R", "puppet:puppet"]).arg(dir).status().unwrap();
+    let chown = install
+        .command("chown")
+        .args(["-R", "puppet:puppet"])
+        .arg(install.inner(dir))
+        .status()
+        .unwrap();
     assert!(chown.success());
 }
 

@@ -1,21 +1,107 @@
-//! The real Debian Puppet 7 agent, each instance with its own confdir, ssldir and vardir.
+//! The real Debian Puppet agents, each instance with its own confdir, ssldir and vardir:
+//! Puppet 7 from the host (Debian 12), Puppet 8 from a Debian 13 root (see [`Install`]).
 
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
 };
 
+/// Default place of the Debian 13 root with Puppet 8 (`scripts/puppet8-root.sh` makes it).
+pub const PUPPET8_ROOT: &str = "/var/cache/crossbar/trixie-puppet8";
+
+/// Where a Puppet installation lives: the host's (Debian 12: Puppet 7), or a Debian 13 root
+/// (Puppet 8) whose commands run with `chroot`, every path inside the root. A chroot shares the
+/// host's network, so both reach crossbar on 127.0.0.1.
+#[derive(Debug, Clone)]
+pub struct Install {
+    root: Option<PathBuf>,
+}
+
+impl Install {
+    /// Debian 12's Puppet 7 on the host.
+    pub fn puppet7() -> Self {
+        Self { root: None }
+    }
+
+    /// Debian 13's Puppet 8 in its root (`CROSSBAR_PUPPET8_ROOT`, or [`PUPPET8_ROOT`]).
+    pub fn puppet8() -> Self {
+        let root = std::env::var_os("CROSSBAR_PUPPET8_ROOT")
+            .map_or_else(|| PathBuf::from(PUPPET8_ROOT), PathBuf::from);
+        assert!(
+            root.join(".crossbar-ready").is_file() && root.join("proc/self").exists(),
+            "no Debian 13 root with Puppet 8 at {} (the test command makes it: scripts/puppet8-root.sh)",
+            root.display()
+        );
+        Self { root: Some(root) }
+    }
+
+    /// 7 or 8.
+    pub fn major(&self) -> u8 {
+        if self.root.is_some() {
+            8
+        } else {
+            7
+        }
+    }
+
+    /// A temp dir the installation's processes can use (inside the root for Puppet 8).
+    pub fn tempdir(&self) -> tempfile::TempDir {
+        match &self.root {
+            None => tempfile::tempdir().unwrap(),
+            Some(root) => tempfile::tempdir_in(root.join("tmp")).unwrap(),
+        }
+    }
+
+    /// How the installation's processes name the host path `path`.
+    pub fn inner(&self, path: &Path) -> PathBuf {
+        match &self.root {
+            None => path.to_owned(),
+            Some(root) => Path::new("/").join(path.strip_prefix(root).unwrap_or_else(|_| {
+                panic!("{} is outside the Puppet 8 root {}", path.display(), root.display())
+            })),
+        }
+    }
+
+    /// The host path of the installation's path `path` (e.g. a package's config file).
+    pub fn outer(&self, path: &str) -> PathBuf {
+        match &self.root {
+            None => PathBuf::from(path),
+            Some(root) => root.join(path.trim_start_matches('/')),
+        }
+    }
+
+    /// A command that runs `program` in this installation.
+    pub fn command(&self, program: &str) -> Command {
+        match &self.root {
+            None => Command::new(program),
+            Some(root) => {
+                let mut command = Command::new("chroot");
+                command.arg(root).arg(program);
+                command
+            }
+        }
+    }
+}
+
 /// One agent identity.
 pub struct Agent {
     pub certname: String,
+    /// The agent's directory, as the host sees it.
     pub dir: PathBuf,
+    install: Install,
 }
 
 impl Agent {
+    /// A Puppet 7 agent with its state under `root`.
     pub fn new(root: &Path, certname: &str) -> Self {
+        Self::of(&Install::puppet7(), root, certname)
+    }
+
+    /// An agent of `install` with its state under `root` (a dir of [`Install::tempdir`]).
+    pub fn of(install: &Install, root: &Path, certname: &str) -> Self {
         let dir = root.join(format!("agent-{certname}"));
         std::fs::create_dir_all(dir.join("conf")).unwrap();
-        Self { certname: certname.to_owned(), dir }
+        Self { certname: certname.to_owned(), dir, install: install.clone() }
     }
 
     /// Writes `csr_attributes.yaml` (e.g. `extension_requests: { pp_role: web }`).
@@ -33,9 +119,18 @@ impl Agent {
         self.puppet(&["agent", "-t", "--detailed-exitcodes"], port)
     }
 
+    /// `puppet agent -t` with extra settings (`--hostcert_renewal_interval`, say).
+    pub fn run_with(&self, port: u16, extra: &[&str]) -> Output {
+        let action: Vec<&str> = ["agent", "-t", "--detailed-exitcodes"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        self.puppet(&action, port)
+    }
+
     fn puppet(&self, action: &[&str], port: u16) -> Output {
-        let d = &self.dir;
-        let mut command = Command::new("puppet");
+        let d = self.install.inner(&self.dir);
+        let mut command = self.install.command("puppet");
         command.args(action).args([
             "--server",
             "localhost",

@@ -265,3 +265,30 @@ fn the_rest_of_the_ca_api_through_the_lb() {
     assert_ne!(code, 0);
     assert!(out.contains("do not exist"), "{out}");
 }
+
+/// CSRs as the real Puppet 7 agent writes them: challengePasswords with characters
+/// PrintableString does not allow (`S3cr3t_pass!`, a JWT-shaped token) parse, reach the
+/// autosign policy executable, and are signed; a wrong password is refused and stays pending.
+#[test]
+fn puppet7_csrs_with_autosign_tokens_are_signed_by_policy() {
+    let fx = CaFixture::new(KeyAlgorithm::EcP256);
+    let policy = super::token_policy(fx.dir());
+    let autosign = format!("{{ policy = \"{}\", timeout = \"20s\" }}", policy.display());
+    let cb = Crossbar::start(bin(), fx.dir(), "crossbar", &fx.single_node_config(&autosign, ""));
+    for (name, password, signed) in [
+        ("token7.example.com", super::TOKEN_PASSWORD, true),
+        ("jwt7.example.com", super::TOKEN_JWT, true),
+        ("wrong7.example.com", "n0t_the_token!", false),
+    ] {
+        let agent = Agent::new(fx.dir(), name);
+        agent.csr_attributes(&super::csr_attributes(password, "web"));
+        let out = agent.bootstrap(cb.lb_port());
+        assert_eq!(out.status.success(), signed, "{name}: {}", output_text(&out));
+        assert_eq!(agent.has_cert(), signed, "{name}");
+        let pending = fx.cadir.join(format!("requests/{name}.pem"));
+        assert_eq!(pending.is_file(), !signed, "{name}: a refused request stays pending");
+    }
+    let log = cb.child.stderr();
+    assert!(!log.contains("not valid PKCS#10"), "every agent CSR parsed");
+    assert!(log.contains("refused: wrong7.example.com"), "the policy saw the wrong password");
+}

@@ -11,6 +11,7 @@ mod compilers;
 mod crash;
 mod hostile;
 mod lb;
+mod puppet8;
 mod puppetserver_dir;
 mod tls_reload;
 
@@ -66,4 +67,29 @@ fn openssl_verify(ca_bundle: &Path, crl: &Path, cert: &Path) -> (bool, String) {
 fn serial_of(cert: &Path) -> Vec<u8> {
     let der = pki::pemfile::blocks(&std::fs::read(cert).unwrap(), "CERTIFICATE").unwrap().remove(0);
     pki::describe::certificate(&der).unwrap().cert.unwrap().serial_bytes
+}
+
+/// The autosign token of the tests: what `csr_attributes.yaml` puts in challengePassword, with
+/// characters PrintableString does not allow (Puppet writes it as one anyway).
+const TOKEN_PASSWORD: &str = "S3cr3t_pass!";
+/// A JWT-shaped autosign token (`.`, `-`, `_`, `!`).
+const TOKEN_JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.x_Y-z!09";
+
+/// Writes an autosign policy executable into `dir` that signs a request whose
+/// challengePassword is one of the test tokens (read from the CSR on stdin with OpenSSL, an
+/// independent parser), and refuses anything else.
+fn token_policy(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("autosign-policy.sh");
+    let script = format!(
+        "#!/bin/sh\n# Signs when the CSR's challengePassword is a known token.\npassword=$(openssl req -noout -text 2>/dev/null | sed -n 's/^ *challengePassword *: *//p')\ncase \"$password\" in\n  '{TOKEN_PASSWORD}'|'{TOKEN_JWT}') exit 0 ;;\nesac\necho \"refused: $1 has challengePassword '$password'\" >&2\nexit 1\n"
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// `csr_attributes.yaml` with a challengePassword and a `pp_role`.
+fn csr_attributes(password: &str, role: &str) -> String {
+    format!("custom_attributes:\n  1.2.840.113549.1.9.7: \"{password}\"\nextension_requests:\n  pp_role: {role}\n")
 }
