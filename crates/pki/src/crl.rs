@@ -117,13 +117,22 @@ pub fn build(
     Ok(params.signed_by(signer.issuer())?.der().to_vec())
 }
 
+/// The number of the CRL after one numbered `current`: the next, or `floor` when higher (a
+/// store shared by several nodes passes the time in milliseconds, so that numbers keep
+/// increasing without a shared counter, even across a lost row).
+pub fn next_number(current: u64, floor: u64) -> u64 {
+    current.saturating_add(1).max(floor)
+}
+
 /// The CRL that follows `current` once `serials` are revoked at `now`, or `None` when every
 /// serial is already listed (puppetserver then leaves the CRL alone). Reason: keyCompromise.
+/// Its number is [`next_number`] of `current`'s and `floor`.
 pub fn revoke(
     signer: &CaSigner,
     current: &CrlInfo,
     serials: &[Vec<u8>],
     now: OffsetDateTime,
+    floor: u64,
 ) -> Result<Option<Vec<u8>>, CrlError> {
     let mut entries = current.revoked.clone();
     let now = now.replace_nanosecond(0).unwrap_or(now);
@@ -140,7 +149,32 @@ pub fn revoke(
         return Ok(None);
     }
     let this_update = now - time::Duration::seconds(1);
-    build(signer, &entries, current.number.saturating_add(1), this_update).map(Some)
+    build(signer, &entries, next_number(current.number, floor), this_update).map(Some)
+}
+
+/// The CRL that follows `current` without the entries of `expired` (serials of certificates
+/// past their notAfter, which no verifier accepts anyway, RFC 5280 §3.3) and without repeated
+/// serials; `None` when nothing would be removed.
+pub fn prune(
+    signer: &CaSigner,
+    current: &CrlInfo,
+    expired: &std::collections::HashSet<Vec<u8>>,
+    now: OffsetDateTime,
+    floor: u64,
+) -> Result<Option<Vec<u8>>, CrlError> {
+    let mut seen = std::collections::HashSet::new();
+    let entries: Vec<RevokedEntry> = current
+        .revoked
+        .iter()
+        .filter(|e| !expired.contains(&e.serial) && seen.insert(e.serial.clone()))
+        .cloned()
+        .collect();
+    if entries.len() == current.revoked.len() {
+        return Ok(None);
+    }
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    build(signer, &entries, next_number(current.number, floor), now - time::Duration::seconds(1))
+        .map(Some)
 }
 
 fn revoked_params(entry: &RevokedEntry) -> RevokedCertParams {

@@ -18,6 +18,15 @@ pub fn line(serial: Serial, validity: &Validity, common_name: &str) -> String {
 pub struct Entry {
     pub serial: Serial,
     pub subject: String,
+    /// The validity, when its dates are in puppetserver's format.
+    pub validity: Option<Validity>,
+}
+
+impl Entry {
+    /// The certname of a `/CN=<name>` subject.
+    pub fn common_name(&self) -> Option<&str> {
+        self.subject.strip_prefix("/CN=")
+    }
 }
 
 /// Reads the serial and subject of each well-formed line; a torn last line (a crash during an
@@ -26,10 +35,13 @@ pub fn parse(text: &str) -> impl Iterator<Item = Entry> + '_ {
     text.lines().filter_map(|line| {
         let mut fields = line.split_whitespace();
         let serial = Serial::parse_file(fields.next()?).ok()?;
-        let _not_before = fields.next()?;
-        let _not_after = fields.next()?;
+        let not_before = crate::timefmt::parse_puppet_date(fields.next()?);
+        let not_after = crate::timefmt::parse_puppet_date(fields.next()?);
+        let validity = not_before
+            .zip(not_after)
+            .map(|(not_before, not_after)| Validity { not_before, not_after });
         let subject = fields.collect::<Vec<_>>().join(" ");
-        subject.starts_with('/').then_some(Entry { serial, subject })
+        subject.starts_with('/').then_some(Entry { serial, subject, validity })
     })
 }
 
@@ -51,7 +63,11 @@ mod tests {
         let entries: Vec<Entry> = parse(&text).collect();
         assert_eq!(
             entries,
-            vec![Entry { serial: Serial::new(3), subject: "/CN=agent1.example.com".into() }]
+            vec![Entry {
+                serial: Serial::new(3),
+                subject: "/CN=agent1.example.com".into(),
+                validity: Some(validity)
+            }]
         );
         let lower = "0x00ff 2026-11-23T16:07:43UTC 2026-11-25T16:07:43UTC /CN=x\n";
         assert_eq!(parse(lower).next().map(|e| e.serial), Some(Serial::new(255)));

@@ -276,7 +276,7 @@ fn base_params(common_name: &str, serial: Serial, validity: Validity) -> Certifi
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
-    params.serial_number = Some(SerialNumber::from(serial.value()));
+    params.serial_number = Some(SerialNumber::from_slice(&serial.to_be_bytes()));
     params.not_before = validity.not_before;
     params.not_after = validity.not_after;
     params.is_ca = IsCa::NoCa;

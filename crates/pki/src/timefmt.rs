@@ -15,6 +15,11 @@ pub fn puppet_date(t: OffsetDateTime) -> String {
     utc.format(PUPPET_DATE).unwrap_or_else(|_| utc.unix_timestamp().to_string())
 }
 
+/// Reads a date as puppetserver writes it (`2026-11-24T16:07:43UTC`).
+pub fn parse_puppet_date(text: &str) -> Option<OffsetDateTime> {
+    time::PrimitiveDateTime::parse(text, PUPPET_DATE).ok().map(time::PrimitiveDateTime::assume_utc)
+}
+
 /// A duration string that does not follow Puppet's `<number>[smhdy]` form.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("invalid duration {0:?}: expected a number with an optional unit s, m, h, d or y (e.g. 30s, 5y)")]
@@ -71,5 +76,7 @@ mod tests {
     fn dates_look_like_puppetservers() {
         let t = OffsetDateTime::from_unix_timestamp(1_795_536_463).expect("valid timestamp");
         assert_eq!(puppet_date(t), "2026-11-24T16:07:43UTC");
+        assert_eq!(parse_puppet_date("2026-11-24T16:07:43UTC"), Some(t));
+        assert_eq!(parse_puppet_date("yesterday"), None);
     }
 }

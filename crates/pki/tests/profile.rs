@@ -187,18 +187,18 @@ fn crls_grow_by_revocation_and_keep_their_entries() {
     assert!(empty.revoked.is_empty());
     assert_eq!(empty.next_update.map(|t| (t - empty.this_update).whole_days()), Some(5 * 365));
 
-    let first = crl::revoke(&ca, &empty, &[vec![3]], now()).expect("revoke").expect("changed");
+    let first = crl::revoke(&ca, &empty, &[vec![3]], now(), 0).expect("revoke").expect("changed");
     let first = CrlInfo::from_der(&first).expect("parse");
     assert_eq!(first.number, 1);
     assert!(first.is_revoked(&[3]) && first.is_revoked(&[0, 3]) && !first.is_revoked(&[4]));
     assert_eq!(first.revoked[0].reason, Some(1), "keyCompromise");
 
     assert!(
-        crl::revoke(&ca, &first, &[vec![3]], now()).expect("noop").is_none(),
+        crl::revoke(&ca, &first, &[vec![3]], now(), 0).expect("noop").is_none(),
         "already revoked: unchanged"
     );
     let second = CrlInfo::from_der(
-        &crl::revoke(&ca, &first, &[vec![4], vec![0x01, 0x00]], now())
+        &crl::revoke(&ca, &first, &[vec![4], vec![0x01, 0x00]], now(), 0)
             .expect("revoke")
             .expect("changed"),
     )
@@ -213,6 +213,22 @@ fn crls_grow_by_revocation_and_keep_their_entries() {
     let other = new_ca(KeyAlgorithm::EcP256);
     let (_, other_cert) = X509Certificate::from_der(other.cert_der()).expect("parse");
     assert!(crl::verify_signature(&crl_der, other_cert.public_key().raw).is_err());
+}
+
+#[test]
+fn pruning_drops_expired_and_repeated_entries_and_nothing_else() {
+    let ca = new_ca(KeyAlgorithm::EcP256);
+    let entry =
+        |serial: u8| crl::RevokedEntry { serial: vec![serial], revoked_at: now(), reason: Some(1) };
+    let der = crl::build(&ca, &[entry(3), entry(4), entry(5), entry(4)], 7, now()).expect("crl");
+    let current = CrlInfo::from_der(&der).expect("parse");
+    let expired = std::collections::HashSet::from([vec![5], vec![9]]);
+    let pruned = crl::prune(&ca, &current, &expired, now(), 1000).expect("prune").expect("changed");
+    let pruned = CrlInfo::from_der(&pruned).expect("parse");
+    assert_eq!(pruned.revoked, vec![current.revoked[0].clone(), current.revoked[1].clone()]);
+    assert_eq!(pruned.number, 1000, "numbered as every CRL change is");
+    let none = std::collections::HashSet::from([vec![9]]);
+    assert!(crl::prune(&ca, &pruned, &none, now(), 0).expect("prune").is_none(), "nothing to drop");
 }
 
 /// `openssl verify -crl_check` accepts the issued certificate with the CA's CRL, and rejects it
@@ -251,7 +267,7 @@ fn openssl_verifies_issued_certs_and_crls() {
         );
 
         let info = CrlInfo::from_der(&empty).expect("parse");
-        let revoked = crl::revoke(&ca, &info, &[issued.serial.to_be_bytes()], now())
+        let revoked = crl::revoke(&ca, &info, &[issued.serial.to_be_bytes()], now(), 0)
             .expect("revoke")
             .expect("changed");
         let revoked_path = write("crl2.pem", "X509 CRL", &revoked);
