@@ -64,10 +64,10 @@ pub(crate) fn read_cache(pull: &CrlPull) -> Option<Vec<u8>> {
 
 /// Pulls every `refresh` until `stop`; the first pull happens at once.
 pub(crate) async fn pull_loop(state: Arc<LbState>, pull: CrlPull, mut stop: watch::Receiver<bool>) {
-    let mut since: Option<String> = None;
+    let mut since: Option<Validator> = None;
     loop {
-        match pull_once(&state, &pull, since.as_deref()).await {
-            Ok(Some(date)) => since = Some(date),
+        match pull_once(&state, &pull, since.as_ref()).await {
+            Ok(Some(validator)) => since = Some(validator),
             Ok(None) => {}
             Err(e) => {
                 state.metrics.crl_pull_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -81,12 +81,34 @@ pub(crate) async fn pull_loop(state: Arc<LbState>, pull: CrlPull, mut stop: watc
     }
 }
 
-/// One pull: `Ok(Some(date))` when a new CRL was installed, `Ok(None)` when unchanged.
+/// What identifies the CRL an LB holds, for a conditional pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Validator {
+    /// The CA's `ETag` (crossbar's CAs send one): exact, sent as `If-None-Match`.
+    ETag(String),
+    /// Without an `ETag` (puppetserver), the `Date` of the answer, sent as
+    /// `If-Modified-Since`: whole seconds, so a CRL replaced twice within the second of a pull
+    /// is missed until the next change.
+    Date(String),
+}
+
+impl Validator {
+    fn of(headers: &http::HeaderMap) -> Self {
+        let value = |name| headers.get(name).and_then(|v: &http::HeaderValue| v.to_str().ok());
+        match (value(header::ETAG), value(header::DATE)) {
+            (Some(etag), _) => Self::ETag(etag.to_owned()),
+            (None, Some(date)) => Self::Date(date.to_owned()),
+            (None, None) => Self::Date(httpdate::fmt_http_date(std::time::SystemTime::now())),
+        }
+    }
+}
+
+/// One pull: `Ok(Some(validator))` when a new CRL was installed, `Ok(None)` when unchanged.
 async fn pull_once(
     state: &LbState,
     pull: &CrlPull,
-    since: Option<&str>,
-) -> Result<Option<String>, String> {
+    since: Option<&Validator>,
+) -> Result<Option<Validator>, String> {
     let proxy = state.proxy();
     let pool = proxy.pool(&pull.pool).ok_or_else(|| format!("no pool named '{}'", pull.pool))?;
     let mut members: Vec<&Arc<Member>> = pool.members().iter().collect();
@@ -95,8 +117,8 @@ async fn pull_once(
     for member in members {
         match fetch(member, since).await {
             Ok(Fetched::NotModified) => return Ok(None),
-            Ok(Fetched::Crl { body, date }) => {
-                return install(state, pull, &body).map(|changed| changed.then_some(date))
+            Ok(Fetched::Crl { body, validator }) => {
+                return install(state, pull, &body).map(|changed| changed.then_some(validator))
             }
             Err(e) => errors.push(format!("{}: {e}", member.url())),
         }
@@ -133,15 +155,21 @@ fn write_cache(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
 
 enum Fetched {
     NotModified,
-    Crl { body: Bytes, date: String },
+    Crl { body: Bytes, validator: Validator },
 }
 
-async fn fetch(member: &Member, since: Option<&str>) -> Result<Fetched, String> {
+async fn fetch(member: &Member, since: Option<&Validator>) -> Result<Fetched, String> {
+    let (if_none_match, if_modified_since) = match since {
+        Some(Validator::ETag(tag)) => (Some(tag.as_str()), None),
+        Some(Validator::Date(date)) => (None, Some(date.as_str())),
+        None => (None, None),
+    };
     let fetched = fetch::get(Get {
         authority: member.upstream.authority(),
         path: CRL_PATH,
         user_agent: "crossbar-crl-pull",
-        if_modified_since: since,
+        if_modified_since,
+        if_none_match,
         max_body: MAX_CRL_BYTES,
         timeout: Duration::from_secs(10),
     })
@@ -149,12 +177,7 @@ async fn fetch(member: &Member, since: Option<&str>) -> Result<Fetched, String> 
     match fetched.status {
         StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified),
         StatusCode::OK => {
-            let date = fetched.headers.get(header::DATE).and_then(|v| v.to_str().ok());
-            let date = date.map_or_else(
-                || httpdate::fmt_http_date(std::time::SystemTime::now()),
-                str::to_owned,
-            );
-            Ok(Fetched::Crl { body: fetched.body, date })
+            Ok(Fetched::Crl { validator: Validator::of(&fetched.headers), body: fetched.body })
         }
         other => Err(format!("answered {other}")),
     }
@@ -168,6 +191,18 @@ mod tests {
 
     fn crl_pem(ca: &Ca, number: u64, this_update: OffsetDateTime, revoked: &[u8]) -> Vec<u8> {
         pki::pemfile::encode("X509 CRL", &ca.crl_der(number, this_update, revoked)).into_bytes()
+    }
+
+    #[test]
+    fn a_pull_is_conditional_on_the_etag_when_the_ca_sends_one() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::DATE, "Tue, 01 Dec 2026 22:00:00 GMT".parse().expect("date"));
+        assert_eq!(
+            Validator::of(&headers),
+            Validator::Date("Tue, 01 Dec 2026 22:00:00 GMT".into())
+        );
+        headers.insert(header::ETAG, "\"crl-17\"".parse().expect("etag"));
+        assert_eq!(Validator::of(&headers), Validator::ETag("\"crl-17\"".into()));
     }
 
     #[test]

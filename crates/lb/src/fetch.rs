@@ -25,6 +25,7 @@ pub(crate) struct Get<'a> {
     pub(crate) path: &'a str,
     pub(crate) user_agent: &'static str,
     pub(crate) if_modified_since: Option<&'a str>,
+    pub(crate) if_none_match: Option<&'a str>,
     /// Largest body read; a longer one fails the fetch.
     pub(crate) max_body: usize,
     /// For the whole exchange, connect included.
@@ -45,6 +46,9 @@ pub(crate) async fn get(get: Get<'_>) -> Result<Fetched, String> {
             .header(header::USER_AGENT, get.user_agent);
         if let Some(since) = get.if_modified_since {
             request = request.header(header::IF_MODIFIED_SINCE, since);
+        }
+        if let Some(tag) = get.if_none_match {
+            request = request.header(header::IF_NONE_MATCH, tag);
         }
         let request = request.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
         let response = sender.send_request(request).await.map_err(|e| e.to_string())?;

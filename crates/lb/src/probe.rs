@@ -64,6 +64,7 @@ async fn probe(member: &Member, check: Option<&ActiveCheck>) -> Result<(), Strin
         path: &check.path,
         user_agent: "crossbar-health-check",
         if_modified_since: None,
+        if_none_match: None,
         max_body: 4096,
         timeout: check.timeout,
     })
