@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages crossbar's tests, demo and benchmarks use: the real Puppet 7
 # agent and puppetserver 7 (the peers the e2e tests run against), debootstrap (for the Debian 13
-# root with Puppet 8, scripts/puppet8-root.sh), OpenSSL (an independent checker of what the CA
-# issues), Apache, HAProxy, nginx and wrk (the LBs and the load generator the benchmark uses),
-# and the tools the scripts call. `--chart` adds matplotlib for the benchmark's PNG.
+# root with Puppet 8, scripts/puppet8-root.sh), PostgreSQL (the CA's shared store; tests run
+# their own clusters), keepalived (the LB pair's address), OpenSSL (an independent checker of
+# what the CA issues), Apache, HAProxy, nginx and wrk (the LBs and the load generator the
+# benchmark uses), and the tools the scripts call. `--chart` adds matplotlib for the benchmark's PNG.
 # Idempotent: installed packages are skipped, so a second run costs a second.
 set -euo pipefail
 
 packages=(puppet-agent puppetserver openssl curl ca-certificates iproute2 procps util-linux
-          python3 apache2 haproxy nginx debootstrap wrk)
+          python3 apache2 haproxy nginx debootstrap wrk postgresql keepalived)
 if [ "${1:-}" = --chart ]; then
   packages+=(python3-matplotlib hyperfine)
 fi
@@ -40,6 +41,6 @@ cleanup() { if [ -n "$created_policy" ]; then $sudo rm -f "$policy"; fi; }
 trap cleanup EXIT
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
-for service in puppetserver puppet apache2 nginx haproxy; do
+for service in puppetserver puppet apache2 nginx haproxy postgresql keepalived; do
   $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
 done

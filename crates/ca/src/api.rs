@@ -24,7 +24,7 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 
 pub use self::auth::{common_name, AccessPolicy, Caller};
 pub use self::error::ApiError;
-use crate::{autosign::Autosign, error::CaError, service::CaService};
+use crate::{autosign::Autosign, error::CaError, service::CaService, store::Stamped};
 
 /// The Puppet version the CA reports in `X-Puppet-Version`; agents compare it with
 /// `Gem::Version`, so it must look like one (Gotcha 10).
@@ -125,18 +125,43 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// 304 when `If-Modified-Since` parses and the file did not change strictly after it.
-fn not_modified(headers: &HeaderMap, modified: SystemTime) -> bool {
+/// The stored bytes, or 304 when the client has them: `If-None-Match` naming the current tag,
+/// or (without `If-None-Match`) `If-Modified-Since` not before the last change (RFC 9110
+/// §13.2.2). Both answers carry `Last-Modified` and `ETag`.
+fn stamped_response(headers: &HeaderMap, stamped: Stamped) -> Response {
+    let etag = format!("\"{}\"", stamped.etag);
+    let mut response = if not_modified(headers, &etag, stamped.modified) {
+        text(StatusCode::NOT_MODIFIED, "")
+    } else {
+        text(StatusCode::OK, stamped.bytes)
+    };
+    let validators = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(stamped.modified)) {
+        validators.insert(header::LAST_MODIFIED, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        validators.insert(header::ETAG, value);
+    }
+    response
+}
+
+fn not_modified(headers: &HeaderMap, etag: &str, modified: SystemTime) -> bool {
+    if let Some(tags) = headers.get(header::IF_NONE_MATCH) {
+        let tags = tags.to_str().unwrap_or_default();
+        return tags
+            .split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == etag || t == "*");
+    }
     let Some(since) = headers.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let Ok(since) = httpdate::parse_http_date(since) else {
         return false;
     };
-    let modified_secs =
-        modified.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let since_secs = since.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    modified_secs <= since_secs
+    let seconds =
+        |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    seconds(modified) <= seconds(since)
 }
 
 fn text(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {

@@ -44,6 +44,23 @@ pub struct FileCaConfig {
     /// Lifetime of renewed certificates (`auto-renewal-cert-ttl`), 90 days unless set.
     #[serde(default)]
     pub auto_renewal_cert_ttl: Option<String>,
+    /// Keep the CA's state in PostgreSQL (a libpq-style URL) instead of `cadir`, which then
+    /// holds only `ca_crt.pem` and `ca_key.pem`.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Most database connections this node holds.
+    #[serde(default)]
+    pub database_pool: Option<usize>,
+    /// Connecting to the database, and each operation, at most this long.
+    #[serde(default)]
+    pub database_timeout: Option<String>,
+    /// The CA bundle of the database's TLS certificate (with `sslmode=require` in the URL).
+    #[serde(default)]
+    pub database_ca: Option<PathBuf>,
+    /// A file whose first line is the database password, so that the URL (and this config)
+    /// need not hold it.
+    #[serde(default)]
+    pub database_password_file: Option<PathBuf>,
 }
 
 /// `autosign = true | false | "/path" | { policy = "/path", timeout = "30s" }`.
@@ -101,6 +118,8 @@ const MAX_PENDING: usize = 10_000_000;
 pub struct CaConfig {
     pub listen: SocketAddr,
     pub cadir: PathBuf,
+    /// The database store, when `database` is set.
+    pub database: Option<crate::db::DbSettings>,
     pub autosign: Autosign,
     pub settings: CaSettings,
     pub access: AccessPolicy,
@@ -118,6 +137,7 @@ impl TryFrom<FileCaConfig> for CaConfig {
     type Error = CaConfigError;
 
     fn try_from(file: FileCaConfig) -> Result<Self, Self::Error> {
+        let database = database(&file)?;
         let err = |key, reason: String| CaConfigError { key, reason };
         let cert_ttl = match &file.cert_ttl {
             Some(text) => {
@@ -174,6 +194,7 @@ impl TryFrom<FileCaConfig> for CaConfig {
         Ok(Self {
             listen: file.listen,
             cadir: file.cadir,
+            database,
             autosign,
             settings: CaSettings {
                 policy: pki::CsrPolicy {
@@ -192,6 +213,35 @@ impl TryFrom<FileCaConfig> for CaConfig {
             },
         })
     }
+}
+
+/// The database settings, checked; this node is named after the host and the CA's address.
+fn database(file: &FileCaConfig) -> Result<Option<crate::db::DbSettings>, CaConfigError> {
+    let err = |key, reason: String| CaConfigError { key, reason };
+    let Some(url) = &file.database else { return Ok(None) };
+    crate::db::check_url(url)
+        .map_err(|e| err("database", format!("{}: {e}", crate::db::redact(url))))?;
+    let pool_size = file.database_pool.unwrap_or(8);
+    if !(1..=1000).contains(&pool_size) {
+        return Err(err("database_pool", "must be between 1 and 1000".into()));
+    }
+    let timeout = match &file.database_timeout {
+        Some(text) => pki::timefmt::parse_duration(text)
+            .map_err(|e| err("database_timeout", e.to_string()))?,
+        None => Duration::from_secs(5),
+    };
+    if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(600) {
+        return Err(err("database_timeout", "must be between 100ms and 10m".into()));
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    Ok(Some(crate::db::DbSettings {
+        url: url.clone(),
+        pool_size,
+        timeout,
+        tls_roots: file.database_ca.clone(),
+        password_file: file.database_password_file.clone(),
+        node: format!("{} {}", host.trim(), file.listen),
+    }))
 }
 
 /// Re-exported for callers that print the effective config.

@@ -7,6 +7,7 @@ mod lock;
 mod recover;
 
 use std::{
+    collections::HashSet,
     fs,
     ops::Range,
     path::{Path, PathBuf},
@@ -22,6 +23,11 @@ use crate::store::{
 
 pub use recover::Recovery;
 
+/// Replaces `path` with `bytes` durably (temp file, fsync, rename, directory fsync).
+pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
+    atomic::write(path, bytes, mode)
+}
+
 /// Files of a new CA, written by [`FsStore::create`].
 #[derive(Debug, Clone)]
 pub struct NewCa {
@@ -36,14 +42,14 @@ pub struct NewCa {
 }
 
 /// How many serials one trip to the `serial` file reserves.
-const SERIAL_BLOCK: u64 = 32;
+const SERIAL_BLOCK: u128 = 32;
 
 /// A CA directory in puppetserver's layout.
 #[derive(Debug, Clone)]
 pub struct FsStore {
     layout: Layout,
     /// Serials reserved by this store and not yet used.
-    serials: Arc<Mutex<Range<u64>>>,
+    serials: Arc<Mutex<Range<u128>>>,
 }
 
 impl FsStore {
@@ -62,8 +68,25 @@ impl FsStore {
     /// Looks at an existing CA directory without changing it (`crossbar check`): every file
     /// [`FsStore::open`] needs must be there. Nothing is locked or repaired.
     pub fn inspect(dir: &Path) -> Result<Self, StoreError> {
+        Self::inspect_files(dir, true)
+    }
+
+    /// Like [`FsStore::inspect`]; with `whole` false, only the CA's certificate and key must be
+    /// there (a CA whose state is in a database).
+    pub fn inspect_files(dir: &Path, whole: bool) -> Result<Self, StoreError> {
         let store = Self::at(dir);
-        store.check_complete()?;
+        if whole {
+            store.check_complete()?;
+        } else {
+            for file in ["ca_crt.pem", "ca_key.pem"] {
+                if !dir.join(file).is_file() {
+                    return Err(StoreError::Incomplete {
+                        dir: dir.to_owned(),
+                        missing: file.into(),
+                    });
+                }
+            }
+        }
         Ok(store)
     }
 
@@ -87,6 +110,17 @@ impl FsStore {
         // The certificate last: a directory with ca_crt.pem is a complete CA.
         atomic::write(&l.ca_crt(), ca.cert_pem.as_bytes(), 0o644)?;
         Ok(store.clone())
+    }
+
+    /// Writes a certificate (or, with `request`, a pending request) of an exported CA as it is.
+    pub(crate) fn install_exported(
+        &self,
+        name: &Certname,
+        pem: &[u8],
+        request: bool,
+    ) -> Result<(), StoreError> {
+        let path = if request { self.layout.request(name) } else { self.layout.signed(name) };
+        atomic::write(&path, pem, 0o644)
     }
 
     fn at(dir: &Path) -> Self {
@@ -137,7 +171,7 @@ impl FsStore {
         };
         let modified =
             fs::metadata(path).and_then(|m| m.modified()).map_err(StoreError::io("stat", path))?;
-        Ok(Some(Stamped { bytes, modified }))
+        Ok(Some(Stamped::new(bytes, modified)))
     }
 
     fn read_serial(&self) -> Result<Serial, StoreError> {
@@ -158,10 +192,10 @@ impl FsStore {
 
     /// Takes the next block of serials from the `serial` file, under the lock; the file is
     /// durably advanced before the block is used.
-    fn reserve_block(&self) -> Result<Range<u64>, StoreError> {
+    fn reserve_block(&self) -> Result<Range<u128>, StoreError> {
         let _lock = self.lock()?;
         let start = self.read_serial()?;
-        let end = Serial::new(start.value().saturating_add(SERIAL_BLOCK));
+        let end = Serial::from_u128(start.value().saturating_add(SERIAL_BLOCK));
         atomic::write(&self.layout.serial(), end.to_file().as_bytes(), 0o644)?;
         Ok(start.value()..end.value())
     }
@@ -241,6 +275,15 @@ impl CaStore for FsStore {
         read_pem_dir(&self.layout.requests_dir())
     }
 
+    fn expired_serials(&self, now: time::OffsetDateTime) -> Result<HashSet<Vec<u8>>, StoreError> {
+        let path = self.layout.inventory();
+        let text = fs::read_to_string(&path).map_err(StoreError::io("read", &path))?;
+        Ok(inventory::parse(&text)
+            .filter(|e| e.validity.is_some_and(|v| v.not_after < now))
+            .map(|e| e.serial.to_be_bytes())
+            .collect())
+    }
+
     fn pending_count(&self) -> Result<usize, StoreError> {
         Ok(pem_names(&self.layout.requests_dir())?.len())
     }
@@ -272,7 +315,7 @@ impl CaStore for FsStore {
         }
         let serial = reserved.start;
         reserved.start += 1;
-        Ok(Serial::new(serial))
+        Ok(Serial::from_u128(serial))
     }
 
     fn store_issued(

@@ -11,8 +11,10 @@
 //! in `pki`), or load balancing.
 
 pub mod api;
+pub mod audit;
 pub mod autosign;
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod fs;
 pub mod service;

@@ -12,9 +12,14 @@ use pki::{
 use time::OffsetDateTime;
 
 use crate::{
+    audit::{Action, Actor, AuditEvent},
     error::CaError,
     store::{CaStore, Existing, IssueFrom, StoreError},
 };
+
+/// Times a signing is tried again with a new serial when the store says it is taken (random
+/// serials: a collision is astronomically rare, two in a row never happen).
+const SERIAL_ATTEMPTS: usize = 5;
 
 /// Signing settings, from `[ca]`.
 #[derive(Debug, Clone)]
@@ -63,6 +68,11 @@ pub struct PendingRequest {
     pub csr: Csr,
     /// The body as submitted (what an autosign policy executable reads on stdin).
     pub submitted: Vec<u8>,
+    /// The name already has a pending request for the same key: the agent submitted again
+    /// (it does after any failure, every `waitforcert`). Autosign may sign it now, which ends
+    /// the case of a CA that saved a request and died before autosigning it; otherwise it
+    /// answers 400 "already has a requested certificate", as puppetserver does.
+    pub resubmitted_from: Option<Vec<u8>>,
 }
 
 /// Where a certname stands.
@@ -166,29 +176,48 @@ impl CaService {
     pub fn check_request(&self, name: &str, body: &[u8]) -> Result<PendingRequest, CaError> {
         let name = Certname::parse(name)?;
         let csr = Csr::from_pem(body)?;
+        let mut resubmitted_from = None;
         if !self.settings.allow_duplicate_certs {
-            if let Some(existing) = self.store.existing(&name)? {
-                return Err(self.duplicate(&name, existing));
+            match self.store.existing(&name)? {
+                None => {}
+                Some(Existing::Request) => match self.store.request(&name)? {
+                    Some(stored) if same_key(&stored, &csr) => resubmitted_from = Some(stored),
+                    _ => return Err(self.duplicate(&name, Existing::Request)),
+                },
+                Some(existing) => return Err(self.duplicate(&name, existing)),
             }
         }
         policy::check_subject(&name, &csr).map_err(CaError::Rejected)?;
-        let pending = self.store.pending_count()?;
-        if pending >= self.settings.max_pending_requests {
-            return Err(CaError::TooManyPending(pending));
+        if resubmitted_from.is_none() {
+            let pending = self.store.pending_count()?;
+            if pending >= self.settings.max_pending_requests {
+                return Err(CaError::TooManyPending(pending));
+            }
         }
-        Ok(PendingRequest { name, csr, submitted: body.to_vec() })
+        Ok(PendingRequest { name, csr, submitted: body.to_vec(), resubmitted_from })
     }
 
     /// Step 4: saves the request as pending (the duplicate check is repeated under the lock).
+    /// A request submitted again for the same key is already pending: 400, as puppetserver
+    /// answers a duplicate.
     pub fn save_request(&self, pending: &PendingRequest) -> Result<(), CaError> {
+        if pending.resubmitted_from.is_some() {
+            return Err(self.duplicate(&pending.name, Existing::Request));
+        }
         let overwrite = self.settings.allow_duplicate_certs;
         let pem = pending.csr.to_pem();
         match self.store.save_request(&pending.name, pem.as_bytes(), overwrite) {
             Err(StoreError::Conflict { existing, .. }) => {
-                Err(self.duplicate(&pending.name, existing))
+                return Err(self.duplicate(&pending.name, existing))
             }
-            other => Ok(other?),
+            other => other?,
         }
+        self.audit(AuditEvent::new(
+            &Actor::Agent(pending.name.to_string()),
+            Action::Submit,
+            Some(&pending.name),
+        ));
+        Ok(())
     }
 
     /// Steps 1–4 for a request that is not autosigned.
@@ -200,15 +229,39 @@ impl CaService {
 
     /// Steps 5–6 for an autosigned request: policy, then signing. A request that policy refuses
     /// answers 400 and stays pending, as in puppetserver; one that is signed is never written to
-    /// `requests/` (puppetserver writes and deletes it).
+    /// `requests/` (puppetserver writes and deletes it). A request submitted again for the same
+    /// key replaces and signs the pending one.
     pub fn autosign(&self, pending: &PendingRequest) -> Result<IssuedCert, CaError> {
         if let Err(violation) = self.settings.policy.review(&pending.name, &pending.csr) {
-            self.save_request(pending)?;
+            if pending.resubmitted_from.is_none() {
+                self.save_request(pending)?;
+            }
+            self.audit(
+                AuditEvent::new(&Actor::Autosign, Action::AutosignRefused, Some(&pending.name))
+                    .detail(violation.to_string()),
+            );
             return Err(CaError::Rejected(violation));
         }
         let request = CertRequest::from_csr(pending.name.clone(), &pending.csr);
         let ttl = self.initial_ttl(&pending.csr, None);
-        self.issue(&request, IssueFrom::Fresh, ttl)
+        let from = match &pending.resubmitted_from {
+            Some(stored) => IssueFrom::Request(stored),
+            None => IssueFrom::Fresh,
+        };
+        let issued = self.issue(&request, from, ttl)?;
+        self.audit(
+            AuditEvent::new(&Actor::Autosign, Action::Sign, Some(&pending.name))
+                .serial(issued.serial),
+        );
+        Ok(issued)
+    }
+
+    /// Records that autosign declined a request (it stays pending; an operator signs it).
+    pub fn autosign_declined(&self, pending: &PendingRequest) {
+        self.audit(
+            AuditEvent::new(&Actor::Autosign, Action::AutosignRefused, Some(&pending.name))
+                .detail("the autosign setting or policy said no"),
+        );
     }
 
     /// puppetserver's rule: a request with `pp_auth_auto_renew = true` gets the renewal
@@ -222,7 +275,18 @@ impl CaService {
     }
 
     /// An operator's signing of a pending request (`certificate_status` PUT, `ca sign`).
-    pub fn sign(&self, name: &Certname, ttl: Option<Duration>) -> Result<IssuedCert, CaError> {
+    pub fn sign(
+        &self,
+        name: &Certname,
+        ttl: Option<Duration>,
+        actor: &Actor,
+    ) -> Result<IssuedCert, CaError> {
+        let issued = self.sign_pending(name, ttl)?;
+        self.audit(AuditEvent::new(actor, Action::Sign, Some(name)).serial(issued.serial));
+        Ok(issued)
+    }
+
+    fn sign_pending(&self, name: &Certname, ttl: Option<Duration>) -> Result<IssuedCert, CaError> {
         let Some(stored) = self.store.request(name)? else {
             return Err(CaError::NoRequest(name.clone()));
         };
@@ -236,12 +300,12 @@ impl CaService {
 
     /// Signs each pending request of `names` in turn (puppetserver 8's `POST /sign`). A name
     /// that is not a certname is a signing error.
-    pub fn sign_many(&self, names: &[String]) -> BulkOutcome {
+    pub fn sign_many(&self, names: &[String], actor: &Actor) -> BulkOutcome {
         let mut outcome = BulkOutcome::default();
         for text in names {
             let signed = Certname::parse(text)
                 .map_err(CaError::from)
-                .and_then(|name| self.sign(&name, None));
+                .and_then(|name| self.sign(&name, None, actor));
             match signed {
                 Ok(_) => outcome.signed.push(text.clone()),
                 Err(CaError::NoRequest(_)) => outcome.no_csr.push(text.clone()),
@@ -255,11 +319,11 @@ impl CaService {
     }
 
     /// Signs every pending request (puppetserver 8's `POST /sign/all`), in name order.
-    pub fn sign_all(&self) -> Result<BulkOutcome, CaError> {
+    pub fn sign_all(&self, actor: &Actor) -> Result<BulkOutcome, CaError> {
         let mut names: Vec<String> =
             self.store.requests()?.into_iter().map(|(name, _)| name.to_string()).collect();
         names.sort();
-        Ok(self.sign_many(&names))
+        Ok(self.sign_many(&names, actor))
     }
 
     /// Renews the certificate `der` that an authenticated client presented (Puppet 8's
@@ -281,11 +345,22 @@ impl CaService {
             return Err(CaError::RenewalInvalid);
         }
         let issued = self.issue(&request, IssueFrom::Renewal, Some(ttl))?;
-        tracing::info!(certname = %request.name, serial = %issued.serial, not_after = %pki::timefmt::puppet_date(issued.validity.not_after), "renewed certificate");
+        let not_after = pki::timefmt::puppet_date(issued.validity.not_after);
+        tracing::info!(certname = %request.name, serial = %issued.serial, %not_after, "renewed certificate");
+        self.audit(
+            AuditEvent::new(
+                &Actor::Agent(request.name.to_string()),
+                Action::Renew,
+                Some(&request.name),
+            )
+            .serial(issued.serial)
+            .detail(format!("valid until {not_after}")),
+        );
         Ok(issued)
     }
 
-    /// Reserves a serial, signs (without holding the store's lock), and stores.
+    /// Reserves a serial, signs (without holding the store's lock), and stores; signs again
+    /// with another serial when the store says the first was taken.
     fn issue(
         &self,
         request: &CertRequest,
@@ -294,17 +369,34 @@ impl CaService {
     ) -> Result<IssuedCert, CaError> {
         let ttl = ttl.unwrap_or(self.settings.cert_ttl);
         let validity = Validity::puppet(OffsetDateTime::now_utc(), ttl);
-        let serial = self.store.reserve_serial()?;
-        let issued = self.signer.issue(request, serial, validity)?;
         let overwrite = self.settings.allow_duplicate_certs;
-        match self.store.store_issued(&request.name, &issued, from, overwrite) {
-            Err(StoreError::Conflict { existing, .. }) => {
-                return Err(self.duplicate(&request.name, existing))
+        for _ in 0..SERIAL_ATTEMPTS {
+            let serial = self.store.reserve_serial()?;
+            let issued = self.signer.issue(request, serial, validity)?;
+            match self.store.store_issued(&request.name, &issued, from, overwrite) {
+                Err(StoreError::Conflict { existing, .. }) => {
+                    return Err(self.duplicate(&request.name, existing))
+                }
+                Err(StoreError::SerialTaken(serial)) => {
+                    tracing::warn!(certname = %request.name, %serial, "serial collision; signing again with another");
+                }
+                other => {
+                    other?;
+                    tracing::info!(certname = %request.name, serial = %issued.serial, "signed certificate");
+                    return Ok(issued);
+                }
             }
-            other => other?,
         }
-        tracing::info!(certname = %request.name, serial = %issued.serial, "signed certificate");
-        Ok(issued)
+        Err(CaError::Setup(format!("{SERIAL_ATTEMPTS} serials in a row were taken")))
+    }
+
+    /// Logs an audit event and hands it to the store; a store that cannot keep it now does not
+    /// undo the write it records (the log line stays).
+    fn audit(&self, event: AuditEvent) {
+        event.log();
+        if let Err(e) = self.store.record(&event) {
+            tracing::warn!(error = %e, action = event.action.as_str(), "could not keep an audit event in the store");
+        }
     }
 
     /// Issues a certificate for a key made here (`crossbar ca generate`); returns the key PEM.
@@ -326,19 +418,27 @@ impl CaService {
             cli_auth,
         };
         let issued = self.issue(&request, IssueFrom::Fresh, None)?;
+        self.audit(
+            AuditEvent::new(&Actor::offline(), Action::Sign, Some(name))
+                .serial(issued.serial)
+                .detail("generated with its key"),
+        );
         Ok((key_pair.serialize_pem(), issued))
     }
 
     /// Revokes the certificates of `names` in one CRL update. Every name must have one.
-    pub fn revoke(&self, names: &[Certname]) -> Result<(), CaError> {
+    pub fn revoke(&self, names: &[Certname], actor: &Actor) -> Result<(), CaError> {
         let mut serials = Vec::with_capacity(names.len());
         for name in names {
             serials
                 .push(self.cert_serial(name)?.ok_or_else(|| CaError::NoCertificate(name.clone()))?);
         }
         self.revoke_serials(&serials)?;
-        for name in names {
+        for (name, serial) in names.iter().zip(&serials) {
             tracing::info!(certname = %name, "revoked certificate");
+            let mut event = AuditEvent::new(actor, Action::Revoke, Some(name));
+            event.serial = pki::Serial::from_be_bytes(serial);
+            self.audit(event);
         }
         Ok(())
     }
@@ -348,26 +448,38 @@ impl CaService {
             return Ok(false);
         }
         let signer = &self.signer;
+        let now = OffsetDateTime::now_utc();
+        let floor = self.store.crl_number_floor(now);
         let mut update = |current: &[u8]| {
             let info = CrlInfo::from_der(current)?;
-            crl::revoke(signer, &info, serials, OffsetDateTime::now_utc())
+            crl::revoke(signer, &info, serials, now, floor)
         };
         Ok(self.store.update_crl(&mut update)?)
     }
 
     /// `certificate_status` DELETE: removes the certificate and the request, without revoking.
-    pub fn delete(&self, name: &Certname) -> Result<(), CaError> {
+    pub fn delete(&self, name: &Certname, actor: &Actor) -> Result<(), CaError> {
         let had_cert = self.store.delete_certificate(name)?;
         let had_request = self.store.delete_request(name)?;
         if had_cert || had_request {
+            self.audit(AuditEvent::new(actor, Action::Delete, Some(name)));
             return Ok(());
         }
         Err(CaError::NotFound("Resource not found.".into()))
     }
 
+    /// `certificate_request` DELETE: removes a pending request; whether there was one.
+    pub fn delete_request(&self, name: &Certname, actor: &Actor) -> Result<bool, CaError> {
+        let had = self.store.delete_request(name)?;
+        if had {
+            self.audit(AuditEvent::new(actor, Action::DeleteRequest, Some(name)));
+        }
+        Ok(had)
+    }
+
     /// `clean`: revokes the existing certificates (one CRL update), then deletes their files.
     /// Requests are kept, as puppetserver does.
-    pub fn clean(&self, names: &[Certname]) -> Result<CleanOutcome, CaError> {
+    pub fn clean(&self, names: &[Certname], actor: &Actor) -> Result<CleanOutcome, CaError> {
         let mut serials = Vec::new();
         let mut present = Vec::new();
         let mut missing = Vec::new();
@@ -381,9 +493,12 @@ impl CaService {
             }
         }
         self.revoke_serials(&serials)?;
-        for name in present {
+        for (name, serial) in present.into_iter().zip(&serials) {
             self.store.delete_certificate(name)?;
             tracing::info!(certname = %name, "cleaned certificate");
+            let mut event = AuditEvent::new(actor, Action::Clean, Some(name));
+            event.serial = pki::Serial::from_be_bytes(serial);
+            self.audit(event);
         }
         Ok(CleanOutcome { missing })
     }
@@ -465,19 +580,47 @@ impl CaService {
     pub fn refresh_crl_if_expiring(&self, margin: Duration) -> Result<bool, CaError> {
         let signer = &self.signer;
         let now = OffsetDateTime::now_utc();
+        let floor = self.store.crl_number_floor(now);
         let mut update = |current: &[u8]| {
             let info = CrlInfo::from_der(current)?;
             let expiring = info.next_update.is_none_or(|next| next < now + margin);
             if !expiring {
                 return Ok(None);
             }
-            crl::build(signer, &info.revoked, info.number.saturating_add(1), now).map(Some)
+            crl::build(signer, &info.revoked, crl::next_number(info.number, floor), now).map(Some)
         };
         let changed = self.store.update_crl(&mut update)?;
         if changed {
             tracing::info!("re-signed a CRL that was close to its nextUpdate");
+            self.audit(AuditEvent::new(&Actor::Ca, Action::CrlRefresh, None));
         }
         Ok(changed)
+    }
+
+    /// Removes from the CRL the entries of certificates that have expired (and repeated
+    /// entries), in one CRL update; how many entries went.
+    pub fn prune_crl(&self, actor: &Actor) -> Result<usize, CaError> {
+        let now = OffsetDateTime::now_utc();
+        let expired = self.store.expired_serials(now)?;
+        let floor = self.store.crl_number_floor(now);
+        let signer = &self.signer;
+        let mut removed = 0;
+        let mut update = |current: &[u8]| {
+            let info = CrlInfo::from_der(current)?;
+            let next = crl::prune(signer, &info, &expired, now, floor)?;
+            if let Some(der) = &next {
+                removed = info.revoked.len() - CrlInfo::from_der(der)?.revoked.len();
+            }
+            Ok(next)
+        };
+        if self.store.update_crl(&mut update)? {
+            tracing::info!(removed, "pruned expired certificates from the CRL");
+            self.audit(
+                AuditEvent::new(actor, Action::CrlPrune, None)
+                    .detail(format!("{removed} entries removed")),
+            );
+        }
+        Ok(removed)
     }
 
     fn duplicate(&self, name: &Certname, existing: Existing) -> CaError {
@@ -490,6 +633,11 @@ impl CaService {
         };
         CaError::Duplicate { name: name.clone(), state }
     }
+}
+
+/// Whether the stored request `stored` (PEM) and `csr` carry the same public key.
+fn same_key(stored: &[u8], csr: &Csr) -> bool {
+    Csr::from_pem(stored).is_ok_and(|s| s.public_key().spki_der == csr.public_key().spki_der)
 }
 
 fn describe_cert(name: &Certname, pem: &[u8]) -> Result<Description, CaError> {

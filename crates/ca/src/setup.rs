@@ -19,6 +19,16 @@ pub fn setup(
     key_alg: KeyAlgorithm,
     ttl: Duration,
 ) -> Result<FsStore, CaError> {
+    Ok(FsStore::create(dir, &new_ca(ca_name, key_alg, ttl)?)?)
+}
+
+/// A new CA's files: a fresh key, the self-signed certificate `CN=Puppet CA: <ca_name>`, an
+/// empty CRL, the first serial and inventory line.
+pub(crate) fn new_ca(
+    ca_name: &str,
+    key_alg: KeyAlgorithm,
+    ttl: Duration,
+) -> Result<NewCa, CaError> {
     if ca_name.trim().is_empty() {
         return Err(CaError::Setup("the CA name is empty".into()));
     }
@@ -30,15 +40,14 @@ pub fn setup(
     let signer = CaSigner::new(cert_der.clone(), key)?;
     let crl_der = crl::build(&signer, &[], 0, now)?;
     let validity = Validity::puppet(now, ttl);
-    let new_ca = NewCa {
+    Ok(NewCa {
         cert_pem: pemfile::encode("CERTIFICATE", &cert_der),
         key_pem,
         public_key_pem,
         crl_pem: pemfile::encode("X509 CRL", &crl_der),
         next_serial: Serial::FIRST.next(),
         inventory: inventory::line(Serial::FIRST, &validity, &format!("Puppet CA: {ca_name}")),
-    };
-    Ok(FsStore::create(dir, &new_ca)?)
+    })
 }
 
 /// Copies a puppetserver CA directory (`/etc/puppetlabs/puppetserver/ca`) into `dir`, after
@@ -56,7 +65,7 @@ pub fn import(dir: &Path, from: &Path) -> Result<FsStore, CaError> {
     Ok(store)
 }
 
-fn check_importable(from: &Path) -> Result<(), CaError> {
+pub(crate) fn check_importable(from: &Path) -> Result<(), CaError> {
     for file in ["ca_crt.pem", "ca_key.pem", "ca_crl.pem", "serial", "inventory.txt"] {
         if !from.join(file).is_file() {
             return Err(CaError::Setup(format!(

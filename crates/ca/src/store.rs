@@ -4,16 +4,28 @@
 //! process (saving a CSR after the duplicate check, allocating a serial and storing the cert,
 //! rewriting the CRL) is one method here, done under the store's exclusive lock.
 
-use std::{path::PathBuf, time::SystemTime};
+use std::{collections::HashSet, path::PathBuf, time::SystemTime};
 
 use pki::{Certname, IssuedCert, Serial};
 use thiserror::Error;
 
-/// Bytes as stored, and when they last changed (what `If-Modified-Since` compares with).
+/// Bytes as stored, when they last changed (`Last-Modified`, what `If-Modified-Since` compares
+/// with) and a tag that changes whenever they do (`ETag`, what `If-None-Match` compares with:
+/// exact where a date has only whole seconds).
 #[derive(Debug, Clone)]
 pub struct Stamped {
     pub bytes: Vec<u8>,
     pub modified: SystemTime,
+    pub etag: String,
+}
+
+impl Stamped {
+    /// Tagged by the change time (to the nanosecond) and the length, as web servers tag files.
+    pub fn new(bytes: Vec<u8>, modified: SystemTime) -> Self {
+        let nanos = modified.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let etag = format!("{nanos:x}-{:x}", bytes.len());
+        Self { bytes, modified, etag }
+    }
 }
 
 /// What a name already holds, for puppetserver's duplicate check.
@@ -52,6 +64,15 @@ pub enum StoreError {
     Conflict { name: Certname, existing: Existing },
     #[error("the request for {0} changed or vanished before it was signed")]
     RequestChanged(Certname),
+    /// The store cannot be reached now (the database is down or failing over); the request
+    /// may succeed later (HTTP 503 with `Retry-After`).
+    #[error("the CA database is unavailable: {0}")]
+    Unavailable(String),
+    /// The serial was used already (a random serial collided); sign again with another.
+    #[error("serial {0} is taken")]
+    SerialTaken(Serial),
+    #[error("the CA database refused the operation: {0}")]
+    Database(String),
 }
 
 impl StoreError {
@@ -107,6 +128,25 @@ pub trait CaStore: Send + Sync + 'static {
     /// Under the lock: reads the CRL chain and, when `update` returns a new CA CRL (DER),
     /// writes it in place of the first CRL of the chain. Returns whether it changed.
     fn update_crl(&self, update: &mut CrlUpdateFn<'_>) -> Result<bool, CrlUpdateFailure>;
+
+    /// The lowest number the next CRL may have (besides following the current one): 0 for a
+    /// directory, milliseconds since the epoch for a database shared by several nodes, so
+    /// that numbers keep increasing even if a row was lost in a failover.
+    fn crl_number_floor(&self, now: time::OffsetDateTime) -> u64 {
+        let _ = now;
+        0
+    }
+
+    /// The serials (big-endian, no leading zeros) of the certificates this store knows that
+    /// expired before `now`: what a CRL pruning may drop.
+    fn expired_serials(&self, now: time::OffsetDateTime) -> Result<HashSet<Vec<u8>>, StoreError>;
+
+    /// Records one CA write in the audit trail (the database's `ca_audit` table; a directory
+    /// keeps none besides the log).
+    fn record(&self, event: &crate::audit::AuditEvent) -> Result<(), StoreError> {
+        let _ = event;
+        Ok(())
+    }
 }
 
 /// Turns the current CA CRL (DER) into the next one, or `None` to leave it.

@@ -175,7 +175,9 @@ async fn renewal_refuses_what_puppetserver_refuses() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     // Revoked: 400, and nothing issued.
-    ca.service().revoke(&[Certname::parse("agent1.example.com").expect("name")]).expect("revoke");
+    ca.service()
+        .revoke(&[Certname::parse("agent1.example.com").expect("name")], &ca::audit::Actor::Ca)
+        .expect("revoke");
     let (status, body) = ca
         .call("POST", "/puppet-ca/v1/certificate_renewal", Some(("agent1.example.com", &old)), "")
         .await;
@@ -276,6 +278,7 @@ fn a_request_asking_for_auto_renewal_gets_the_renewal_lifetime() {
         .sign(
             &Certname::parse("agent1.example.com").expect("name"),
             Some(std::time::Duration::from_secs(5 * 365 * 86_400)),
+            &ca::audit::Actor::Ca,
         )
         .expect("signed");
     let days = (issued.validity.not_after - issued.validity.not_before).whole_days();

@@ -23,6 +23,14 @@ fn print_ca(ca: &ca::config::CaConfig) {
         policy.allow_subject_alt_names,
         policy.allow_authorization_extensions
     );
+    if let Some(db) = &ca.database {
+        println!(
+            "     state in the database {} (pool {}, timeout {:?}); cadir holds the CA's certificate and key",
+            ca::db::redact(&db.url),
+            db.pool_size,
+            db.timeout
+        );
+    }
     let proxies: Vec<String> = ca.access.trusted_proxies.iter().map(ToString::to_string).collect();
     let secret = if ca.access.proxy_secret.is_some() {
         "a proxy secret"
@@ -49,10 +57,14 @@ fn print_lb(lb: &lb::LbConfig, has_local_ca: bool) {
 /// directory and key, the LB's certificate, key, CA bundle and CRL.
 pub fn load(config: &Config) -> anyhow::Result<()> {
     if let Some(ca) = &config.ca {
-        let store = ca::fs::FsStore::inspect(&ca.cadir)
-            .with_context(|| format!("[ca] cadir = \"{}\"", ca.cadir.display()))?;
-        ca::CaService::open(std::sync::Arc::new(store), ca.settings.clone())
-            .with_context(|| format!("[ca] cadir = \"{}\"", ca.cadir.display()))?;
+        let at = || format!("[ca] cadir = \"{}\"", ca.cadir.display());
+        let store =
+            ca::fs::FsStore::inspect_files(&ca.cadir, ca.database.is_none()).with_context(at)?;
+        ca::CaService::open(std::sync::Arc::new(store), ca.settings.clone()).with_context(at)?;
+        if let Some(db) = &ca.database {
+            ca::db::PgStore::inspect(db, &ca.cadir)
+                .with_context(|| format!("[ca] database = \"{}\"", ca::db::redact(&db.url)))?;
+        }
     }
     if let Some(lb) = &config.lb {
         lb::Lb::build(lb.clone()).context("[lb]")?;

@@ -242,6 +242,10 @@ pub enum CaCommand {
         /// Lifetime of the CA certificate (e.g. 15y).
         #[arg(long, default_value = "15y")]
         ttl: String,
+        /// Keep the CA's state in this PostgreSQL database (a libpq-style URL); --cadir then
+        /// gets only the CA's certificate and key.
+        #[arg(long)]
+        database: Option<String>,
     },
     /// Issue a server certificate (e.g. the LB's own) with its key, offline.
     Generate {
@@ -260,6 +264,9 @@ pub enum CaCommand {
         ca_admin: bool,
         #[arg(long, default_value = "rsa-4096")]
         key: String,
+        /// The CA's state is in this PostgreSQL database.
+        #[arg(long)]
+        database: Option<String>,
     },
     /// List requests (and with --all, certificates).
     List {
@@ -293,12 +300,31 @@ pub enum CaCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// Copy a puppetserver CA directory into a crossbar CA directory.
+    /// Remove expired certificates (and repeated entries) from the CRL, offline.
+    Prune {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Adopt a puppetserver CA directory: copy it into a crossbar CA directory, or with
+    /// --database move its state into PostgreSQL (serials kept).
     Import {
         #[arg(long)]
         cadir: PathBuf,
         #[arg(long)]
         from: PathBuf,
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// Write a database CA in puppetserver's layout (which puppetserver itself can serve).
+    Export {
+        /// The CA's certificate and key.
+        #[arg(long)]
+        cadir: PathBuf,
+        #[arg(long)]
+        database: String,
+        /// A new directory for the puppetserver CA.
+        #[arg(long)]
+        to: PathBuf,
     },
 }
 
@@ -308,9 +334,13 @@ pub struct Target {
     /// Work on this CA directory directly.
     #[arg(long, conflicts_with = "server")]
     pub cadir: Option<PathBuf>,
-    /// Offline: take the CA directory and the signing policy from this config's [ca] section.
+    /// Offline: take the CA directory (or database) and the signing policy from this config's
+    /// [ca] section.
     #[arg(long, conflicts_with = "server")]
     pub config: Option<PathBuf>,
+    /// Offline with --cadir: the CA's state is in this PostgreSQL database.
+    #[arg(long, requires = "cadir", conflicts_with = "server")]
+    pub database: Option<String>,
     /// Base URL of a running crossbar, e.g. https://puppetlb.example.com:8140.
     #[arg(long, requires_all = ["cert", "key", "cacert"])]
     pub server: Option<String>,

@@ -23,7 +23,7 @@ pub struct FileLog {
 }
 
 /// The checked configuration.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub ca: Option<ca::config::CaConfig>,
     pub lb: Option<lb::LbConfig>,

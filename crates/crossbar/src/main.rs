@@ -48,7 +48,8 @@ async fn run(command: cli::Command) -> anyhow::Result<u8> {
         cli::Command::Check { config } => {
             let config = config::load(&config)?;
             check::print(&config);
-            check::load(&config)?;
+            // Blocking work (files, and a database client that blocks): not on the runtime.
+            tokio::task::spawn_blocking(move || check::load(&config)).await??;
             println!("configuration OK");
             Ok(0)
         }

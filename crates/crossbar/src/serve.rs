@@ -29,6 +29,8 @@ struct RunningCa {
     cadir: std::path::PathBuf,
     /// The secret this process's LB sends it: the configured one, or one made at start.
     secret: String,
+    /// The database URL, when the CA keeps its state in one.
+    database: Option<String>,
 }
 
 pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
@@ -44,10 +46,11 @@ pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
             add_local_ca_pool(lb, addr, &secret);
         }
         // Opening the store repairs what a crash left: announce the listener only after.
-        let state = build_ca(&ca_config)?;
+        let state = build_ca(&ca_config).await?;
         announce("ca", "http", addr);
         let cadir = ca_config.cadir.clone();
-        running.ca = Some(RunningCa { state: state.clone(), addr, cadir, secret });
+        let database = ca_config.database.as_ref().map(|d| d.url.clone());
+        running.ca = Some(RunningCa { state: state.clone(), addr, cadir, secret, database });
         let router = ca::api::router(state);
         let shutdown = wait_for(stopped.clone());
         tasks.spawn(async move {
@@ -108,7 +111,7 @@ fn reload(path: &Path, running: &Running) {
         if ca_config.access.proxy_secret.is_none() && running.lb.is_some() {
             ca_config.access.proxy_secret = Some(ca.secret.clone());
         }
-        match reload_ca(&ca.state, &ca.cadir, &ca_config) {
+        match reload_ca(ca, &ca_config) {
             Ok(()) => tracing::info!("CA settings reloaded"),
             Err(e) => tracing::error!(
                 error = format!("{e:#}"),
@@ -163,35 +166,48 @@ fn local_secret(ca: &mut ca::config::CaConfig, with_lb: bool) -> anyhow::Result<
     Ok(secret)
 }
 
-fn open_ca(config: &ca::config::CaConfig) -> anyhow::Result<Arc<ca::CaService>> {
+/// Opens the CA's store: the database when `[ca] database` is set, else the directory (whose
+/// crash leftovers are repaired). Blocking: call it on a blocking thread.
+pub fn open_store(config: &ca::config::CaConfig) -> anyhow::Result<Arc<dyn ca::CaStore>> {
+    if let Some(database) = &config.database {
+        let store = ca::db::PgStore::open(database, &config.cadir).with_context(|| {
+            format!("cannot open the CA database {}", ca::db::redact(&database.url))
+        })?;
+        return Ok(Arc::new(store));
+    }
     let (store, recovery) = ca::fs::FsStore::open(&config.cadir)
         .with_context(|| format!("cannot open the CA directory {}", config.cadir.display()))?;
     if !recovery.is_clean() {
         tracing::warn!(?recovery, "repaired the CA directory after an unclean stop");
     }
-    Ok(Arc::new(
-        ca::CaService::open(Arc::new(store), config.settings.clone())
-            .context("cannot load the CA")?,
-    ))
+    Ok(Arc::new(store))
 }
 
-fn build_ca(config: &ca::config::CaConfig) -> anyhow::Result<Arc<ca::api::ApiState>> {
-    let service = open_ca(config)?;
-    tracing::info!(ca = service.signer().subject(), cadir = %config.cadir.display(), autosign = %ca::config::describe_autosign(&config.autosign), "CA ready");
+async fn build_ca(config: &ca::config::CaConfig) -> anyhow::Result<Arc<ca::api::ApiState>> {
+    let opened = config.clone();
+    let store = tokio::task::spawn_blocking(move || open_store(&opened)).await??;
+    let service = Arc::new(
+        ca::CaService::open(store, config.settings.clone()).context("cannot load the CA")?,
+    );
+    let state = match &config.database {
+        Some(db) => format!("database {}", ca::db::redact(&db.url)),
+        None => format!("directory {}", config.cadir.display()),
+    };
+    tracing::info!(ca = service.signer().subject(), %state, autosign = %ca::config::describe_autosign(&config.autosign), "CA ready");
     tokio::spawn(keep_crl_fresh(service.clone()));
     Ok(Arc::new(ca::api::ApiState::new(service, config.autosign.clone(), config.access.clone())))
 }
 
-fn reload_ca(
-    state: &ca::api::ApiState,
-    cadir: &Path,
-    config: &ca::config::CaConfig,
-) -> anyhow::Result<()> {
-    if config.cadir != cadir {
-        anyhow::bail!("[ca] cadir changed; a new cadir takes effect on restart");
+/// New CA settings on the running store (the CA's directory or database stay as they were).
+fn reload_ca(running: &RunningCa, config: &ca::config::CaConfig) -> anyhow::Result<()> {
+    let database = config.database.as_ref().map(|d| d.url.clone());
+    if config.cadir != running.cadir || database != running.database {
+        anyhow::bail!("[ca] cadir or database changed; they take effect on restart");
     }
-    let service = open_ca(config)?;
-    state.replace(service, config.autosign.clone(), config.access.clone());
+    let store = running.state.service().store().clone();
+    let service =
+        ca::CaService::open(store, config.settings.clone()).context("cannot load the CA")?;
+    running.state.replace(Arc::new(service), config.autosign.clone(), config.access.clone());
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! What it does: runs child processes that are killed when the test ends ([`process`]), waits
 //! for conditions with deadlines instead of sleeping ([`wait`]), makes throwaway CA
 //! directories and certificates ([`fixture`]), drives the real Debian Puppet agent with private
-//! state ([`puppet`]), and speaks raw HTTP/1.1 over TLS with or without a client certificate
+//! state ([`puppet`]), runs PostgreSQL clusters and replicas of its own ([`postgres`]), and speaks raw HTTP/1.1 over TLS with or without a client certificate
 //! ([`tls`]).
 //!
 //! What it does not do: run in production code; nothing here is a test double for a Puppet
@@ -14,6 +14,7 @@
 
 pub mod compiler;
 pub mod fixture;
+pub mod postgres;
 pub mod process;
 pub mod puppet;
 pub mod stub;

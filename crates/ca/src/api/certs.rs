@@ -10,7 +10,7 @@ use http::{HeaderMap, StatusCode};
 use super::{
     blocking,
     extract::{Admin, Authenticated, LimitedBody, RawSubject, Subject},
-    not_modified, text, ApiError, State,
+    stamped_response, text, ApiError, State,
 };
 
 /// `GET certificate/{subject}`: the CA bundle for `ca`, else the signed certificate.
@@ -26,10 +26,7 @@ pub(super) async fn get_certificate(
         blocking(&state, move |ca| Ok(ca.store().certificate(&name)?)).await?
     };
     let Some(stamped) = stamped else { return Err(ApiError::NotFound(missing)) };
-    if not_modified(&headers, stamped.modified) {
-        return Ok(text(StatusCode::NOT_MODIFIED, ""));
-    }
-    Ok(text(StatusCode::OK, stamped.bytes))
+    Ok(stamped_response(&headers, stamped))
 }
 
 /// `GET certificate_request/{subject}`.
@@ -57,7 +54,12 @@ pub(super) async fn put_request(
         blocking(&state, move |ca| ca.autosign(&pending)).await?;
     } else {
         let name = pending.name.clone();
-        blocking(&state, move |ca| ca.save_request(&pending)).await?;
+        blocking(&state, move |ca| {
+            ca.save_request(&pending)?;
+            ca.autosign_declined(&pending);
+            Ok(())
+        })
+        .await?;
         tracing::info!(certname = %name, "certificate request saved; waiting to be signed");
     }
     Ok(text(StatusCode::OK, ""))
@@ -66,12 +68,12 @@ pub(super) async fn put_request(
 /// `DELETE certificate_request/{subject}` (denied by puppetserver's default auth.conf; here
 /// open to admins).
 pub(super) async fn delete_request(
-    _: Admin,
+    Admin(actor): Admin,
     AxState(state): AxState<State>,
     Subject(name): Subject,
 ) -> Result<Response, ApiError> {
     let missing = format!("No certificate request for {name}");
-    if blocking(&state, move |ca| Ok(ca.store().delete_request(&name)?)).await? {
+    if blocking(&state, move |ca| ca.delete_request(&name, &actor)).await? {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     Err(ApiError::NotFound(missing))
@@ -83,10 +85,7 @@ pub(super) async fn get_crl(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let stamped = blocking(&state, |ca| Ok(ca.store().crl_chain()?)).await?;
-    if not_modified(&headers, stamped.modified) {
-        return Ok(text(StatusCode::NOT_MODIFIED, ""));
-    }
-    Ok(text(StatusCode::OK, stamped.bytes))
+    Ok(stamped_response(&headers, stamped))
 }
 
 /// `GET expirations`: notAfter of each CA certificate and nextUpdate of each CRL, for any

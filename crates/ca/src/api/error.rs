@@ -3,7 +3,7 @@
 use axum::response::{IntoResponse, Response};
 use http::{header, Method, StatusCode};
 
-use crate::error::CaError;
+use crate::{error::CaError, store::StoreError};
 use pki::CsrError;
 
 /// A failed API request.
@@ -50,7 +50,8 @@ impl ApiError {
     fn body(&self) -> String {
         match self {
             Self::Ca(e)
-                if ca_status(e).is_server_error() && !matches!(e, CaError::TooManyPending(_)) =>
+                if ca_status(e).is_server_error()
+                    && ca_status(e) != StatusCode::SERVICE_UNAVAILABLE =>
             {
                 format!("Internal Server Error: {e}")
             }
@@ -82,11 +83,22 @@ fn ca_status(e: &CaError) -> StatusCode {
         CaError::NotFound(_) | CaError::RenewalDisabled => StatusCode::NOT_FOUND,
         CaError::RenewalForeign => StatusCode::FORBIDDEN,
         CaError::RenewalInvalid => StatusCode::BAD_REQUEST,
-        CaError::TooManyPending(_) => StatusCode::SERVICE_UNAVAILABLE,
+        CaError::TooManyPending(_) | CaError::Store(StoreError::Unavailable(_)) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         CaError::Store(_) | CaError::Issue(_) | CaError::Crl(_) | CaError::Setup(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
     }
+}
+
+/// A `Retry-After` between 5 and 15 seconds, so that agents told to wait do not all come back
+/// at once (Puppet agents sleep that long and send again).
+fn retry_after() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    5 + u64::from(nanos % 11)
 }
 
 impl IntoResponse for ApiError {
@@ -103,7 +115,7 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("60"));
+                .insert(header::RETRY_AFTER, http::HeaderValue::from(retry_after()));
         }
         response
     }

@@ -13,11 +13,12 @@ use http_body_util::BodyExt;
 use pki::Certname;
 
 use super::{ApiError, Caller, State, MAX_BODY};
+use crate::audit::Actor;
 use crate::error::CaError;
 
 /// A caller allowed to administer the CA (`pp_cli_auth`, or a name in `admin_certnames`);
 /// anyone else gets 403.
-pub(super) struct Admin;
+pub(super) struct Admin(pub(super) Actor);
 
 /// Any client whose certificate the proxy verified; anonymous callers get 403.
 pub(super) struct Authenticated;
@@ -65,8 +66,9 @@ impl FromRequestParts<State> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
         let caller = caller(parts, state)?;
-        if state.access().is_admin(&caller) {
-            return Ok(Self);
+        if let (true, Caller::Client { certname, .. }) = (state.access().is_admin(&caller), &caller)
+        {
+            return Ok(Self(Actor::Admin(certname.clone())));
         }
         Err(forbidden(
             parts,

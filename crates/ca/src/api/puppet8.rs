@@ -48,7 +48,7 @@ impl From<BulkOutcome> for Signed {
 /// not JSON or without `certnames` signs nothing (200 with empty lists); `certnames` that is
 /// not a list of strings is a 422 `schema-violation`.
 pub(super) async fn sign(
-    _: Admin,
+    Admin(actor): Admin,
     AxState(state): AxState<State>,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
@@ -60,16 +60,16 @@ pub(super) async fn sign(
         Ok(names) => names,
         Err(error) => return Ok(schema_violation(submitted, error)),
     };
-    let outcome = blocking(&state, move |ca| Ok(ca.sign_many(&names))).await?;
+    let outcome = blocking(&state, move |ca| Ok(ca.sign_many(&names, &actor))).await?;
     Ok(json(StatusCode::OK, &Signed::from(outcome)))
 }
 
 /// `POST sign/all`: every pending request (the body is ignored).
 pub(super) async fn sign_all(
-    _: Admin,
+    Admin(actor): Admin,
     AxState(state): AxState<State>,
 ) -> Result<Response, ApiError> {
-    let outcome = blocking(&state, |ca| ca.sign_all()).await?;
+    let outcome = blocking(&state, move |ca| ca.sign_all(&actor)).await?;
     Ok(json(StatusCode::OK, &Signed::from(outcome)))
 }
 

@@ -40,7 +40,7 @@ pub(super) async fn get_status(
 
 /// `PUT certificate_status/{subject}` with `{"desired_state": "signed"|"revoked", "cert_ttl": N}`.
 pub(super) async fn put_status(
-    _: Admin,
+    Admin(actor): Admin,
     AxState(state): AxState<State>,
     Subject(name): Subject,
     headers: HeaderMap,
@@ -53,8 +53,8 @@ pub(super) async fn put_status(
             return Err(CaError::NotFound("Invalid certificate subject.".into()));
         }
         match desired {
-            Desired::Signed(ttl) => ca.sign(&name, ttl).map(drop),
-            Desired::Revoked => ca.revoke(std::slice::from_ref(&name)),
+            Desired::Signed(ttl) => ca.sign(&name, ttl, &actor).map(drop),
+            Desired::Revoked => ca.revoke(std::slice::from_ref(&name), &actor),
         }
     })
     .await?;
@@ -63,11 +63,11 @@ pub(super) async fn put_status(
 
 /// `DELETE certificate_status/{subject}`: removes cert and request, without revoking.
 pub(super) async fn delete_status(
-    _: Admin,
+    Admin(actor): Admin,
     AxState(state): AxState<State>,
     Subject(name): Subject,
 ) -> Result<Response, ApiError> {
-    blocking(&state, move |ca| ca.delete(&name)).await?;
+    blocking(&state, move |ca| ca.delete(&name, &actor)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -111,7 +111,7 @@ struct CleanBody {
 
 /// `PUT clean` with `{"certnames": [...]}`: revoke, then delete the certificates.
 pub(super) async fn clean(
-    _: Admin,
+    Admin(actor): Admin,
     AxState(state): AxState<State>,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
@@ -121,7 +121,7 @@ pub(super) async fn clean(
         return Err(ApiError::BadInput("Async mode is not currently supported.".into()));
     }
     let names = clean_names(parsed.certnames)?;
-    let outcome = blocking(&state, move |ca| ca.clean(&names)).await?;
+    let outcome = blocking(&state, move |ca| ca.clean(&names, &actor)).await?;
     let message = if outcome.missing.is_empty() {
         "Successfully cleaned all certs.".to_owned()
     } else {

@@ -31,9 +31,14 @@ pub(super) fn run(layout: &Layout) -> Result<Recovery, StoreError> {
     }
     let inventory_text = read_text(&layout.inventory())?;
     let mut known: BTreeSet<Serial> = inventory::parse(&inventory_text).map(|e| e.serial).collect();
-    let mut highest = known.iter().next_back().copied().unwrap_or(Serial::new(0));
+    // Random serials (signed by a database-backed CA, then exported) do not count: the
+    // `serial` file continues the sequential ones.
+    let sequential = |s: &Serial| !s.is_random();
+    let mut highest = known.iter().copied().filter(sequential).max().unwrap_or(Serial::new(0));
     for (name, der_serial, line) in signed_certs(layout)? {
-        highest = highest.max(der_serial);
+        if sequential(&der_serial) {
+            highest = highest.max(der_serial);
+        }
         if known.insert(der_serial) {
             tracing::warn!(certname = %name, serial = %der_serial, "certificate missing from inventory.txt; appending it");
             atomic::append_line(&layout.inventory(), &line)?;

@@ -1,7 +1,7 @@
 //! The CA commands working on a CA directory directly (the CA may be serving it meanwhile:
 //! every write takes the directory's lock).
 
-use std::{path::Path, sync::Arc};
+use std::path::Path;
 
 use anyhow::Context;
 use pki::{AltName, Certname};
@@ -31,7 +31,7 @@ pub(super) fn sign(ca: &ca::CaService, names: &[Certname], all: bool) -> anyhow:
     }
     let mut failed = 0;
     for name in &names {
-        match ca.sign(name, None) {
+        match ca.sign(name, None, &ca::audit::Actor::offline()) {
             Ok(issued) => println!(
                 "Successfully signed certificate request for {name} (serial {})",
                 issued.serial
@@ -46,7 +46,7 @@ pub(super) fn sign(ca: &ca::CaService, names: &[Certname], all: bool) -> anyhow:
 }
 
 pub(super) fn revoke(ca: &ca::CaService, names: &[Certname]) -> anyhow::Result<u8> {
-    ca.revoke(names)?;
+    ca.revoke(names, &ca::audit::Actor::offline())?;
     for name in names {
         println!("Certificate for {name} has been revoked");
     }
@@ -54,7 +54,7 @@ pub(super) fn revoke(ca: &ca::CaService, names: &[Certname]) -> anyhow::Result<u
 }
 
 pub(super) fn clean(ca: &ca::CaService, names: &[Certname]) -> anyhow::Result<u8> {
-    let outcome = ca.clean(names)?;
+    let outcome = ca.clean(names, &ca::audit::Actor::offline())?;
     for name in names.iter().filter(|n| !outcome.missing.contains(n)) {
         println!("Certificate for {name} has been revoked and deleted");
     }
@@ -64,9 +64,18 @@ pub(super) fn clean(ca: &ca::CaService, names: &[Certname]) -> anyhow::Result<u8
     Ok(u8::from(!outcome.missing.is_empty()))
 }
 
+pub(super) fn prune(ca: &ca::CaService) -> anyhow::Result<u8> {
+    let removed = ca.prune_crl(&ca::audit::Actor::offline())?;
+    match removed {
+        0 => println!("The CRL lists no expired certificate; left as it is"),
+        n => println!("Removed {n} expired certificate(s) from the CRL"),
+    }
+    Ok(0)
+}
+
 /// Issues `<certname>.pem` and `<certname>.key` into `out`, with a copy of the CA bundle.
 pub(super) fn generate(
-    cadir: &Path,
+    ca: &ca::CaService,
     certname: &str,
     alt_names: &[String],
     out: &Path,
@@ -76,9 +85,6 @@ pub(super) fn generate(
     let name = Certname::parse(certname).with_context(|| format!("--certname {certname:?}"))?;
     let key = key.parse().with_context(|| format!("--key {key:?}"))?;
     let alt_names = alt_names.iter().filter(|n| !n.is_empty()).map(|n| parse_alt_name(n)).collect();
-    let (store, _) = ca::fs::FsStore::open(cadir)
-        .with_context(|| format!("cannot open the CA directory {}", cadir.display()))?;
-    let ca = ca::CaService::open(Arc::new(store), ca::CaSettings::default())?;
     let (key_pem, issued) = ca.generate(&name, alt_names, ca_admin, key)?;
     std::fs::create_dir_all(out)
         .with_context(|| format!("--out {}: cannot create", out.display()))?;

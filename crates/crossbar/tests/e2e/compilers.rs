@@ -225,8 +225,8 @@ fn the_standby_ca_takes_over(
     });
     assert!(noticed, "the LB logged the primary's failure");
     let inventory = std::fs::read_to_string(fx.cadir.join("inventory.txt")).unwrap();
-    let serials: Vec<u64> = pki::inventory::parse(&inventory).map(|e| e.serial.value()).collect();
-    let unique: BTreeSet<u64> = serials.iter().copied().collect();
+    let serials: Vec<u128> = pki::inventory::parse(&inventory).map(|e| e.serial.value()).collect();
+    let unique: BTreeSet<u128> = serials.iter().copied().collect();
     assert_eq!(unique.len(), serials.len(), "no serial given twice: {serials:?}");
     let signed = std::fs::read_dir(fx.cadir.join("signed"))
         .unwrap()

@@ -69,8 +69,8 @@ fn assert_consistent(fx: &CaFixture) -> usize {
         count += 1;
     }
     let inventory = std::fs::read_to_string(fx.cadir.join("inventory.txt")).unwrap();
-    let listed: Vec<u64> = pki::inventory::parse(&inventory).map(|e| e.serial.value()).collect();
-    let unique: BTreeSet<u64> = listed.iter().copied().collect();
+    let listed: Vec<u128> = pki::inventory::parse(&inventory).map(|e| e.serial.value()).collect();
+    let unique: BTreeSet<u128> = listed.iter().copied().collect();
     assert_eq!(unique.len(), listed.len(), "inventory repeats a serial");
     let next = pki::Serial::parse_file(&std::fs::read_to_string(fx.cadir.join("serial")).unwrap())
         .unwrap()
