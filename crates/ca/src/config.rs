@@ -61,6 +61,10 @@ pub struct FileCaConfig {
     /// need not hold it.
     #[serde(default)]
     pub database_password_file: Option<PathBuf>,
+    /// This node's name in the database's rows and audit trail; the host name and `listen`
+    /// unless set.
+    #[serde(default)]
+    pub node_name: Option<String>,
 }
 
 /// `autosign = true | false | "/path" | { policy = "/path", timeout = "30s" }`.
@@ -233,14 +237,23 @@ fn database(file: &FileCaConfig) -> Result<Option<crate::db::DbSettings>, CaConf
     if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(600) {
         return Err(err("database_timeout", "must be between 100ms and 10m".into()));
     }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let node = match &file.node_name {
+        Some(name) if name.trim().is_empty() || name.len() > 200 => {
+            return Err(err("node_name", "must be 1 to 200 characters".into()))
+        }
+        Some(name) => name.clone(),
+        None => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{} {}", host.trim(), file.listen)
+        }
+    };
     Ok(Some(crate::db::DbSettings {
         url: url.clone(),
         pool_size,
         timeout,
         tls_roots: file.database_ca.clone(),
         password_file: file.database_password_file.clone(),
-        node: format!("{} {}", host.trim(), file.listen),
+        node,
     }))
 }
 

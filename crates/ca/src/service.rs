@@ -433,11 +433,14 @@ impl CaService {
             serials
                 .push(self.cert_serial(name)?.ok_or_else(|| CaError::NoCertificate(name.clone()))?);
         }
-        self.revoke_serials(&serials)?;
+        let changed = self.revoke_serials(&serials)?;
         for (name, serial) in names.iter().zip(&serials) {
             tracing::info!(certname = %name, "revoked certificate");
             let mut event = AuditEvent::new(actor, Action::Revoke, Some(name));
             event.serial = pki::Serial::from_be_bytes(serial);
+            if !changed {
+                event = event.detail("already revoked; the CRL is unchanged");
+            }
             self.audit(event);
         }
         Ok(())

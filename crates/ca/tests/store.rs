@@ -422,7 +422,8 @@ fn a_request_submitted_again_with_the_same_key_is_autosigned() {
     // What the dead node left: the request saved, nothing signed.
     service.accept_request("agent1", csr_with(&key).as_bytes()).expect("saved");
     let other = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    let error = service.check_request("agent1", csr_with(&other).as_bytes()).expect_err("another key");
+    let error =
+        service.check_request("agent1", csr_with(&other).as_bytes()).expect_err("another key");
     assert!(matches!(error, CaError::Duplicate { state: "requested", .. }), "{error}");
     // The agent's retry: a fresh CSR (Puppet builds one each time) with the same key.
     let again = service.check_request("agent1", csr_with(&key).as_bytes()).expect("same key");

@@ -2,6 +2,9 @@
 //! as the recipe in `shared/recipes/real-puppet.md` says: plain HTTP, CA service off,
 //! `allow-header-cert-info`, private dirs, one JRuby. It listens on a port the kernel picks
 //! (Jetty logs it).
+//!
+//! Or a whole puppetserver as a site without crossbar runs it ([`Compiler::start_with_ca`]):
+//! TLS, its own CA service on a given CA directory, autosign on.
 
 use std::{
     path::{Path, PathBuf},
@@ -30,6 +33,8 @@ pub struct Compiler {
     pub port: u16,
     child: Option<ChildGuard>,
     install: Install,
+    /// The CA directory it serves (TLS, CA service on); `None` for a compiler behind an LB.
+    cadir: Option<PathBuf>,
 }
 
 impl Compiler {
@@ -41,11 +46,36 @@ impl Compiler {
     /// The same for `install`'s puppetserver; `root` must be a dir of [`Install::tempdir`].
     pub fn start_in(install: &Install, root: &Path, name: &str) -> Self {
         let dir = root.join(name);
-        prepare(install, &dir, name);
-        let mut compiler =
-            Self { name: name.to_owned(), dir, port: 0, child: None, install: install.clone() };
+        prepare(install, &dir, name, None);
+        let mut compiler = Self {
+            name: name.to_owned(),
+            dir,
+            port: 0,
+            child: None,
+            install: install.clone(),
+            cadir: None,
+        };
         compiler.spawn();
         compiler
+    }
+
+    /// Prepares `<root>/<name>` and starts a Puppet 7 puppetserver with its CA service on
+    /// `cadir` (made over to the `puppet` user), serving TLS as `localhost` with a certificate
+    /// its CA issues at start, autosigning (call [`Compiler::wait_ready`]).
+    pub fn start_with_ca(root: &Path, name: &str, cadir: &Path) -> Self {
+        let install = Install::puppet7();
+        let dir = root.join(name);
+        prepare(&install, &dir, name, Some(cadir));
+        let mut server = Self {
+            name: name.to_owned(),
+            dir,
+            port: 0,
+            child: None,
+            install,
+            cadir: Some(cadir.to_owned()),
+        };
+        server.spawn();
+        server
     }
 
     fn spawn(&mut self) {
@@ -82,9 +112,17 @@ impl Compiler {
             .and_then(|p| p.trim().trim_end_matches('}').parse().ok())
             .unwrap_or_else(|| panic!("{name}: no port in {line:?}"));
         let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
-        wait::until_true(&format!("{name} to be running"), START_TIMEOUT, || {
-            crate::fixture::http(addr, "GET", "/status/v1/simple", b"")
-                .is_ok_and(|(status, body)| status == 200 && body == b"running")
+        let port = self.port;
+        let tls = self
+            .cadir
+            .as_ref()
+            .map(|cadir| crate::tls::TlsClient::new(&cadir.join("ca_crt.pem"), None));
+        wait::until_true(&format!("{name} to be running"), START_TIMEOUT, || match &tls {
+            None => crate::fixture::http(addr, "GET", "/status/v1/simple", b"")
+                .is_ok_and(|(status, body)| status == 200 && body == b"running"),
+            Some(client) => client
+                .handshake_and_request(port, "/status/v1/simple")
+                .is_ok_and(|reply| reply.status == 200 && reply.body == b"running"),
         });
     }
 
@@ -102,7 +140,7 @@ impl Compiler {
     /// Starts again on the same port (Jetty binds it again) and waits until it is running.
     pub fn restart(&mut self) {
         self.kill();
-        set_port(&self.dir, self.port);
+        set_port(&self.dir, self.port, self.cadir.is_some());
         self.spawn();
         self.wait_ready();
     }
@@ -113,7 +151,7 @@ impl Compiler {
     }
 }
 
-fn prepare(install: &Install, dir: &Path, name: &str) {
+fn prepare(install: &Install, dir: &Path, name: &str, cadir: Option<&Path>) {
     for sub in ["etc", "code/environments/production/manifests", "var", "run", "log", "ssl"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
@@ -126,7 +164,11 @@ fn prepare(install: &Install, dir: &Path, name: &str) {
         .status()
         .unwrap();
     assert!(copy.success(), "copy puppetserver's config (is the puppetserver package installed?)");
-    set_port(dir, 0);
+    set_port(dir, 0, cadir.is_some());
+    if let Some(cadir) = cadir {
+        prepare_ca(install, dir, name, cadir);
+        return;
+    }
     let ca_cfg = dir.join("services.d/ca.cfg");
     let ca = std::fs::read_to_string(&ca_cfg).unwrap();
     let ca = ca
@@ -146,7 +188,49 @@ fn prepare(install: &Install, dir: &Path, name: &str) {
         1,
     );
     std::fs::write(&auth, text).unwrap();
-    // The package's JRuby paths (they differ between Debian releases), our own dirs.
+    jruby_config(install, dir);
+    let d = install.inner(dir);
+    let d = d.display();
+    std::fs::write(
+        dir.join("etc/puppet.conf"),
+        format!("[main]\nssldir = {d}/ssl\ncertname = {name}\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("code/environments/production/manifests/site.pp"), SITE_PP).unwrap();
+    let chown = install
+        .command("chown")
+        .args(["-R", "puppet:puppet"])
+        .arg(install.inner(dir))
+        .status()
+        .unwrap();
+    assert!(chown.success());
+}
+
+/// The rest of a whole puppetserver's setup: CA service on (as packaged), auth.conf as
+/// packaged, its CA directory and its own name and alt names.
+fn prepare_ca(install: &Install, dir: &Path, name: &str, cadir: &Path) {
+    jruby_config(install, dir);
+    let d = install.inner(dir);
+    let d = d.display();
+    std::fs::write(
+        dir.join("etc/puppet.conf"),
+        format!(
+            "[main]\nssldir = {d}/ssl\ncertname = {name}\ndns_alt_names = localhost,127.0.0.1\n[server]\ncadir = {}\nautosign = true\n",
+            install.inner(cadir).display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("code/environments/production/manifests/site.pp"), SITE_PP).unwrap();
+    for path in [install.inner(dir), install.inner(cadir)] {
+        let chown =
+            install.command("chown").args(["-R", "puppet:puppet"]).arg(path).status().unwrap();
+        assert!(chown.success());
+    }
+}
+
+/// puppetserver.conf: the package's JRuby paths (they differ between Debian releases), our own
+/// dirs, one JRuby.
+fn jruby_config(install: &Install, dir: &Path) {
     let packaged = std::fs::read_to_string(dir.join("conf.d/puppetserver.conf")).unwrap();
     let jruby: Vec<&str> = packaged
         .lines()
@@ -166,25 +250,17 @@ fn prepare(install: &Install, dir: &Path, name: &str) {
         ),
     )
     .unwrap();
-    std::fs::write(
-        dir.join("etc/puppet.conf"),
-        format!("[main]\nssldir = {d}/ssl\ncertname = {name}\n"),
-    )
-    .unwrap();
-    std::fs::write(dir.join("code/environments/production/manifests/site.pp"), SITE_PP).unwrap();
-    let chown = install
-        .command("chown")
-        .args(["-R", "puppet:puppet"])
-        .arg(install.inner(dir))
-        .status()
-        .unwrap();
-    assert!(chown.success());
 }
 
-fn set_port(dir: &Path, port: u16) {
+fn set_port(dir: &Path, port: u16, tls: bool) {
+    let listen = if tls {
+        format!("ssl-host: 127.0.0.1\n    ssl-port: {port}\n    client-auth: want")
+    } else {
+        format!("host: 127.0.0.1\n    port: {port}")
+    };
     std::fs::write(
         dir.join("conf.d/webserver.conf"),
-        format!("webserver: {{\n    access-log-config: /etc/puppet/puppetserver/request-logging.xml\n    host: 127.0.0.1\n    port: {port}\n}}\n"),
+        format!("webserver: {{\n    access-log-config: /etc/puppet/puppetserver/request-logging.xml\n    {listen}\n}}\n"),
     )
     .unwrap();
 }

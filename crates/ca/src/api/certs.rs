@@ -50,13 +50,18 @@ pub(super) async fn put_request(
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
     let pending = blocking(&state, move |ca| ca.check_request(&subject, &body)).await?;
-    if state.autosign().decide(&pending.name, &pending.submitted).await {
+    let autosign = state.autosign();
+    if autosign.decide(&pending.name, &pending.submitted).await {
         blocking(&state, move |ca| ca.autosign(&pending)).await?;
     } else {
         let name = pending.name.clone();
+        // With autosign off nothing was decided; a setting or policy that said no is recorded.
+        let declined = !matches!(*autosign, crate::autosign::Autosign::Off);
         blocking(&state, move |ca| {
             ca.save_request(&pending)?;
-            ca.autosign_declined(&pending);
+            if declined {
+                ca.autosign_declined(&pending);
+            }
             Ok(())
         })
         .await?;

@@ -128,9 +128,22 @@ fn tls_config(settings: &DbSettings) -> Result<rustls::ClientConfig, StoreError>
 /// over, read-only after a failover, or slow), a taken serial, or a refusal.
 pub(super) fn classify(error: &tokio_postgres::Error) -> StoreError {
     match error.code() {
-        None => StoreError::Unavailable(error.to_string()),
-        Some(code) if is_transient(code) => StoreError::Unavailable(error.to_string()),
-        Some(_) => StoreError::Database(error.to_string()),
+        None => StoreError::Unavailable(describe(error)),
+        Some(code) if is_transient(code) => StoreError::Unavailable(describe(error)),
+        Some(_) => StoreError::Database(describe(error)),
+    }
+}
+
+/// What the server said (its message, detail and code), or the client's error with its cause:
+/// tokio-postgres's own text is only "db error".
+fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let detail = db.detail().map(|d| format!(" ({d})")).unwrap_or_default();
+        return format!("{}{detail} [SQLSTATE {}]", db.message(), db.code().code());
+    }
+    match std::error::Error::source(error) {
+        Some(source) => format!("{error}: {source}"),
+        None => error.to_string(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The agent's certificate life cycle through crossbar with the real Puppet 7 agent:
 //! autosigned bootstrap, operator signing, revocation, and the real `puppetserver ca` CLI.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use pki::KeyAlgorithm;
 use testkit::{
@@ -145,20 +145,20 @@ fn real_puppetserver_ca_cli_works_against_crossbar() {
     assert!(!agent.bootstrap(cb.lb_port()).status.success());
     let conf = write_cli_conf(&fx, cb.lb_port());
 
-    let listed = puppetserver_ca(&["list", "--config", &conf]);
+    let listed = super::puppetserver_ca(&["list", "--config", &conf]);
     assert!(listed.contains("agent4.example.com"), "{listed}");
-    puppetserver_ca(&["sign", "--certname", "agent4.example.com", "--config", &conf]);
+    super::puppetserver_ca(&["sign", "--certname", "agent4.example.com", "--config", &conf]);
     assert!(fx.cadir.join("signed/agent4.example.com.pem").is_file());
-    let all = puppetserver_ca(&["list", "--all", "--config", &conf]);
+    let all = super::puppetserver_ca(&["list", "--all", "--config", &conf]);
     assert!(all.contains("Signed Certificates:") && all.contains("agent4.example.com"), "{all}");
     assert!(all.contains(LB_NAME) && all.contains("pp_cli_auth"), "{all}");
 
-    puppetserver_ca(&["revoke", "--certname", "agent4.example.com", "--config", &conf]);
+    super::puppetserver_ca(&["revoke", "--certname", "agent4.example.com", "--config", &conf]);
     let serial = serial_of(&fx.cadir.join("signed/agent4.example.com.pem"));
     let crl =
         pki::pemfile::blocks(&std::fs::read(fx.crl()).unwrap(), "X509 CRL").unwrap().remove(0);
     assert!(pki::crl::CrlInfo::from_der(&crl).unwrap().is_revoked(&serial));
-    let after = puppetserver_ca(&["list", "--all", "--config", &conf]);
+    let after = super::puppetserver_ca(&["list", "--all", "--config", &conf]);
     assert!(after.contains("Revoked Certificates:"), "{after}");
 }
 
@@ -173,18 +173,6 @@ fn write_cli_conf(fx: &CaFixture, port: u16) -> String {
     );
     std::fs::write(&path, conf).unwrap();
     path.display().to_string()
-}
-
-fn puppetserver_ca(args: &[&str]) -> String {
-    let out = Command::new("puppetserver")
-        .arg("ca")
-        .args(args)
-        .output()
-        .expect("puppetserver CLI (the test command installs the puppetserver package)");
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "puppetserver ca {args:?} failed: {text}");
-    text
 }
 
 /// The rest of the CA API through the LB: `If-Modified-Since`, legacy routes, expirations,

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod attack;
+mod ca_database;
 mod ca_flows;
 mod compilers;
 mod crash;
@@ -92,4 +93,18 @@ fn token_policy(dir: &Path) -> std::path::PathBuf {
 /// `csr_attributes.yaml` with a challengePassword and a `pp_role`.
 fn csr_attributes(password: &str, role: &str) -> String {
     format!("custom_attributes:\n  1.2.840.113549.1.9.7: \"{password}\"\nextension_requests:\n  pp_role: {role}\n")
+}
+
+/// Runs the real `puppetserver ca` CLI (Debian's puppetserver 7 package); returns its output,
+/// asserting it succeeded.
+fn puppetserver_ca(args: &[&str]) -> String {
+    let out = Command::new("puppetserver")
+        .arg("ca")
+        .args(args)
+        .output()
+        .expect("puppetserver CLI (the test command installs the puppetserver package)");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "puppetserver ca {args:?} failed: {text}");
+    text
 }
