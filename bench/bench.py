@@ -290,21 +290,8 @@ class Bench:
         return self.puppetserver_ca()
 
     def puppetserver_ca(self):
-        """puppetserver 7's own CA (Debian package), plain HTTP, autosign on, RSA-4096 keys."""
-        d = self.work / "puppetserver-ca"
-        self.run(["bash", "-c", f'source {ROOT}/scripts/lib/compiler.sh && puppetserver_prepare "{d}" puppetca.example.com ca'])
-        log("starting puppetserver's CA (JVM)")
-        env = dict(os.environ)
-        proc = self.start("puppetserver-ca", ["setpriv", "--reuid", "puppet", "--regid", "puppet", "--clear-groups", "--", "/usr/bin/java", "-Xms512m", "-Xmx1g", "-Dlogappender=STDOUT", "-Djruby.lib=/usr/share/jruby/lib", "-jar", "/usr/share/puppetserver/puppetserver.jar", "--config", str(d / "conf.d"), "--bootstrap-config", str(d / "services.d")], env=env)
-        line = wait_line(proc.out, "Started ServerConnector", timeout=300)
-        port = line.rsplit(":", 1)[1].strip().rstrip("}")
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            r = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/status/v1/simple/ca"], capture_output=True, text=True)
-            if r.stdout == "running":
-                break
-            time.sleep(0.5)
-        return f"127.0.0.1:{port}", proc.stop
+        proc, addr = start_puppetserver_ca(self.work, self.start)
+        return addr, proc.stop
 
     # --- ceilings ----------------------------------------------------------------------------
 
@@ -346,6 +333,24 @@ class Bench:
         self.results["machine"] = machine()
         self.results["commands"] = [" ".join(sys.argv)]
         return self.results
+
+
+def start_puppetserver_ca(work, start):
+    """puppetserver 7's own CA (Debian package), plain HTTP, autosign on, RSA-4096 keys; `start`
+    runs a process (name, argv). Returns the process and its address once it answers."""
+    d = work / "puppetserver-ca"
+    subprocess.run(["bash", "-c", f'source {ROOT}/scripts/lib/compiler.sh && puppetserver_prepare "{d}" puppetca.example.com ca'], check=True, capture_output=True)
+    log("starting puppetserver's CA (JVM)")
+    proc = start("puppetserver-ca", ["setpriv", "--reuid", "puppet", "--regid", "puppet", "--clear-groups", "--", "/usr/bin/java", "-Xms512m", "-Xmx1g", "-Dlogappender=STDOUT", "-Djruby.lib=/usr/share/jruby/lib", "-jar", "/usr/share/puppetserver/puppetserver.jar", "--config", str(d / "conf.d"), "--bootstrap-config", str(d / "services.d")])
+    line = wait_line(proc.out, "Started ServerConnector", timeout=300)
+    port = line.rsplit(":", 1)[1].strip().rstrip("}")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        r = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/status/v1/simple/ca"], capture_output=True, text=True)
+        if r.stdout == "running":
+            break
+        time.sleep(0.5)
+    return proc, f"127.0.0.1:{port}"
 
 
 def machine():

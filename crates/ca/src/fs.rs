@@ -324,6 +324,7 @@ impl CaStore for FsStore {
         issued: &IssuedCert,
         from: IssueFrom<'_>,
         overwrite: bool,
+        _audit: &crate::audit::AuditEvent,
     ) -> Result<(), StoreError> {
         // The certificate's bytes are made durable before the lock, so that concurrent signings
         // fsync in parallel (ext4 commits them together) and the lock is held only briefly.

@@ -248,12 +248,10 @@ impl CaService {
             Some(stored) => IssueFrom::Request(stored),
             None => IssueFrom::Fresh,
         };
-        let issued = self.issue(&request, from, ttl)?;
-        self.audit(
+        self.issue(&request, from, ttl, &|issued| {
             AuditEvent::new(&Actor::Autosign, Action::Sign, Some(&pending.name))
-                .serial(issued.serial),
-        );
-        Ok(issued)
+                .serial(issued.serial)
+        })
     }
 
     /// Records that autosign declined a request (it stays pending; an operator signs it).
@@ -281,12 +279,6 @@ impl CaService {
         ttl: Option<Duration>,
         actor: &Actor,
     ) -> Result<IssuedCert, CaError> {
-        let issued = self.sign_pending(name, ttl)?;
-        self.audit(AuditEvent::new(actor, Action::Sign, Some(name)).serial(issued.serial));
-        Ok(issued)
-    }
-
-    fn sign_pending(&self, name: &Certname, ttl: Option<Duration>) -> Result<IssuedCert, CaError> {
         let Some(stored) = self.store.request(name)? else {
             return Err(CaError::NoRequest(name.clone()));
         };
@@ -295,7 +287,9 @@ impl CaService {
         self.settings.policy.review(name, &csr).map_err(CaError::SignRefused)?;
         let request = CertRequest::from_csr(name.clone(), &csr);
         let ttl = self.initial_ttl(&csr, ttl);
-        self.issue(&request, IssueFrom::Request(&stored), ttl)
+        self.issue(&request, IssueFrom::Request(&stored), ttl, &|issued| {
+            AuditEvent::new(actor, Action::Sign, Some(name)).serial(issued.serial)
+        })
     }
 
     /// Signs each pending request of `names` in turn (puppetserver 8's `POST /sign`). A name
@@ -344,28 +338,28 @@ impl CaService {
             tracing::warn!(certname = %request.name, "refused to renew a revoked certificate");
             return Err(CaError::RenewalInvalid);
         }
-        let issued = self.issue(&request, IssueFrom::Renewal, Some(ttl))?;
+        let actor = Actor::Agent(request.name.to_string());
+        let issued = self.issue(&request, IssueFrom::Renewal, Some(ttl), &|issued| {
+            let not_after = pki::timefmt::puppet_date(issued.validity.not_after);
+            AuditEvent::new(&actor, Action::Renew, Some(&request.name))
+                .serial(issued.serial)
+                .detail(format!("valid until {not_after}"))
+        })?;
         let not_after = pki::timefmt::puppet_date(issued.validity.not_after);
         tracing::info!(certname = %request.name, serial = %issued.serial, %not_after, "renewed certificate");
-        self.audit(
-            AuditEvent::new(
-                &Actor::Agent(request.name.to_string()),
-                Action::Renew,
-                Some(&request.name),
-            )
-            .serial(issued.serial)
-            .detail(format!("valid until {not_after}")),
-        );
         Ok(issued)
     }
 
     /// Reserves a serial, signs (without holding the store's lock), and stores; signs again
     /// with another serial when the store says the first was taken.
+    /// Signs `request` and stores the certificate together with its audit event (`audit`
+    /// describes the signing, given the certificate).
     fn issue(
         &self,
         request: &CertRequest,
         from: IssueFrom<'_>,
         ttl: Option<Duration>,
+        audit: &dyn Fn(&IssuedCert) -> AuditEvent,
     ) -> Result<IssuedCert, CaError> {
         let ttl = ttl.unwrap_or(self.settings.cert_ttl);
         let validity = Validity::puppet(OffsetDateTime::now_utc(), ttl);
@@ -373,7 +367,8 @@ impl CaService {
         for _ in 0..SERIAL_ATTEMPTS {
             let serial = self.store.reserve_serial()?;
             let issued = self.signer.issue(request, serial, validity)?;
-            match self.store.store_issued(&request.name, &issued, from, overwrite) {
+            let event = audit(&issued);
+            match self.store.store_issued(&request.name, &issued, from, overwrite, &event) {
                 Err(StoreError::Conflict { existing, .. }) => {
                     return Err(self.duplicate(&request.name, existing))
                 }
@@ -383,6 +378,7 @@ impl CaService {
                 other => {
                     other?;
                     tracing::info!(certname = %request.name, serial = %issued.serial, "signed certificate");
+                    event.log();
                     return Ok(issued);
                 }
             }
@@ -417,12 +413,12 @@ impl CaService {
             extensions: Vec::new(),
             cli_auth,
         };
-        let issued = self.issue(&request, IssueFrom::Fresh, None)?;
-        self.audit(
-            AuditEvent::new(&Actor::offline(), Action::Sign, Some(name))
+        let actor = Actor::offline();
+        let issued = self.issue(&request, IssueFrom::Fresh, None, &|issued| {
+            AuditEvent::new(&actor, Action::Sign, Some(name))
                 .serial(issued.serial)
-                .detail("generated with its key"),
-        );
+                .detail("generated with its key")
+        })?;
         Ok((key_pair.serialize_pem(), issued))
     }
 

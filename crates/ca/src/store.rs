@@ -116,13 +116,15 @@ pub trait CaStore: Send + Sync + 'static {
 
     /// Stores a signed certificate: checks under the lock that the name is still free (unless
     /// `overwrite`) and, for `IssueFrom::Request`, that the request is unchanged; then installs
-    /// the certificate, appends its inventory line and removes the request.
+    /// the certificate, appends its inventory line and removes the request. `audit` describes
+    /// the signing: a store with an audit trail keeps it in the same write.
     fn store_issued(
         &self,
         name: &Certname,
         issued: &IssuedCert,
         from: IssueFrom<'_>,
         overwrite: bool,
+        audit: &crate::audit::AuditEvent,
     ) -> Result<(), StoreError>;
 
     /// Under the lock: reads the CRL chain and, when `update` returns a new CA CRL (DER),

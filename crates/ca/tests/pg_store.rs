@@ -208,7 +208,10 @@ fn a_stopped_database_answers_unavailable_and_service_resumes_without_a_restart(
     let a = setup_ca(&pg.url(), root.path());
     let signed = autosign(&a, "before.example.com").expect("sign");
     let crl_before = a.store().crl_chain().expect("crl").bytes;
+    // A node that has served nothing yet still has the CRL to serve.
+    let idle = join(&pg.url(), root.path(), "idle");
     pg.stop();
+    assert_eq!(idle.store().crl_chain().expect("the CRL, from memory").bytes, crl_before);
     // Writes fail as "unavailable" (503 + Retry-After at the API), quickly.
     let started = std::time::Instant::now();
     let error = autosign(&a, "during.example.com").expect_err("no database");

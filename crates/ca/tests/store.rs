@@ -339,6 +339,7 @@ impl ca::CaStore for CollidingStore {
         issued: &pki::IssuedCert,
         from: ca::store::IssueFrom<'_>,
         overwrite: bool,
+        audit: &ca::audit::AuditEvent,
     ) -> Result<(), ca::store::StoreError> {
         use std::sync::atomic::Ordering;
         let left = self.collisions.load(Ordering::SeqCst);
@@ -346,7 +347,7 @@ impl ca::CaStore for CollidingStore {
             self.collisions.store(left - 1, Ordering::SeqCst);
             return Err(ca::store::StoreError::SerialTaken(issued.serial));
         }
-        self.inner.store_issued(name, issued, from, overwrite)
+        self.inner.store_issued(name, issued, from, overwrite, audit)
     }
     fn update_crl(
         &self,
