@@ -1,6 +1,6 @@
-//! The admin listener (loopback by default): `/healthz` for keepalived, `/metrics` for
-//! Prometheus, `/pools` as JSON, and draining or enabling a member at run time (what Apache's
-//! balancer-manager does).
+//! The admin listener (loopback by default): `/healthz` for keepalived (this LB itself),
+//! `/readyz` for monitoring (this LB and its pools), `/metrics` for Prometheus, `/pools` as
+//! JSON, and draining or enabling a member at run time (what Apache's balancer-manager does).
 
 use std::sync::Arc;
 
@@ -34,6 +34,7 @@ pub(crate) async fn serve(
 pub(crate) fn router(state: Arc<LbState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/pools", get(pools))
         .route("/pools/{pool}/members/{member}/drain", post(drain))
@@ -41,15 +42,18 @@ pub(crate) fn router(state: Arc<LbState>) -> Router {
         .with_state(state)
 }
 
-/// 200 when this LB can serve: a TLS configuration with a CRL when one is expected, and at least
-/// one eligible member in every pool the routes use. 503 otherwise, saying what is missing.
+/// 200 when this LB itself can serve (what keepalived tracks): its listener accepts, its
+/// workers turn, its certificate is valid and its CRL loaded and current. Backends are not
+/// asked (see [`crate::liveness`]). 503 otherwise, saying what is wrong.
 async fn healthz(State(state): State<Arc<LbState>>) -> Response {
+    plain(own_problems(&state))
+}
+
+/// 200 when this LB can serve every route now: `/healthz`'s checks, and at least one eligible
+/// member in every pool the routes use. For monitoring and people, not for moving the VIP.
+async fn readyz(State(state): State<Arc<LbState>>) -> Response {
+    let mut problems = own_problems(&state);
     let generation = state.generation();
-    let mut problems = Vec::new();
-    let expects_crl = generation.config.crl_pull.is_some() || generation.config.tls.crl.is_some();
-    if expects_crl && generation.tls.current().crl.is_none() {
-        problems.push("no CRL loaded yet".to_owned());
-    }
     let mut needed: Vec<&str> = generation.proxy.routes().pools().collect();
     needed.sort_unstable();
     needed.dedup();
@@ -62,6 +66,19 @@ async fn healthz(State(state): State<Arc<LbState>>) -> Response {
             Some(_) => {}
         }
     }
+    plain(problems)
+}
+
+fn own_problems(state: &LbState) -> Vec<String> {
+    let generation = state.generation();
+    let expects_crl = generation.config.crl_pull.is_some() || generation.config.tls.crl.is_some();
+    let mut problems = state.liveness.problems(std::time::Instant::now());
+    let now = time::OffsetDateTime::now_utc();
+    problems.extend(crate::liveness::tls_problems(&generation.tls.current(), expects_crl, now));
+    problems
+}
+
+fn plain(problems: Vec<String>) -> Response {
     let (status, body) = if problems.is_empty() {
         (StatusCode::OK, "ok\n".to_owned())
     } else {

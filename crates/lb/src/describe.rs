@@ -8,7 +8,9 @@ use crate::{
 pub(crate) fn lines(lb: &LbConfig) -> Vec<String> {
     let mut out = vec![format!("[lb] listen {}", lb.listen)];
     out.push(match lb.admin_listen {
-        Some(addr) => format!("     admin endpoints on http://{addr} (/healthz, /metrics, /pools)"),
+        Some(addr) => {
+            format!("     admin endpoints on http://{addr} (/healthz, /readyz, /metrics, /pools)")
+        }
         None => "     no admin listener".to_owned(),
     });
     let tls = &lb.tls;

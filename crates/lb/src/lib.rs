@@ -10,7 +10,7 @@
 //! least-requests, certname-hash, hot standbys), queues when every member is at
 //! `max_in_flight` and sheds with `503 + Retry-After`; forwards over kept-alive HTTP/1.1
 //! connections with streamed bodies, retries what is safe to retry, and blames a backend only
-//! for its own failures; serves `/healthz`, `/metrics` and `/pools` on an admin listener;
+//! for its own failures; serves `/healthz`, `/readyz`, `/metrics` and `/pools` on an admin listener;
 //! reloads its config.
 //!
 //! What it does not do: sign or store certificates (the `ca` crate, reached over HTTP like any
@@ -33,6 +33,7 @@ mod health;
 mod histogram;
 mod identity;
 mod idle;
+mod liveness;
 mod metrics;
 mod pool;
 mod probe;

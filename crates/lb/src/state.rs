@@ -30,6 +30,8 @@ pub struct LbState {
     /// Every TLS snapshot, whatever generation made it; connections watch it for revocations.
     snapshots: watch::Sender<Arc<TlsSnapshot>>,
     pub(crate) metrics: Arc<metrics::Metrics>,
+    /// Whether the listener and the workers are alive (`/healthz`).
+    pub(crate) liveness: crate::liveness::Liveness,
 }
 
 /// Why the LB cannot start or reload: its TLS material (certificate, key, CA bundle, CRL).
@@ -49,7 +51,12 @@ impl LbState {
         let proxy =
             Arc::new(Proxy::new(config.routes.clone(), pools, config.requests, metrics.clone()));
         let generation = Generation { config, proxy, tls, stop: watch::channel(false).0 };
-        Ok(Arc::new(Self { generation: ArcSwap::from_pointee(generation), snapshots, metrics }))
+        Ok(Arc::new(Self {
+            generation: ArcSwap::from_pointee(generation),
+            snapshots,
+            metrics,
+            liveness: crate::liveness::Liveness::default(),
+        }))
     }
 
     /// The proxy new requests use.

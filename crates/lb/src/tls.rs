@@ -33,6 +33,8 @@ pub(crate) struct TlsSnapshot {
     pub(crate) crl: Option<pki::crl::CrlInfo>,
     /// The names of the LB's certificate (DNS names and addresses).
     pub(crate) names: Arc<LbNames>,
+    /// The LB certificate's notBefore and notAfter.
+    pub(crate) cert_validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
 }
 
 #[derive(Debug, Error)]
@@ -82,6 +84,7 @@ impl TlsSnapshot {
         let bundle = certificates(&material.client_ca_pem, "client CA bundle")?;
         let roots = roots(&bundle)?;
         let names = names(certs.first())?;
+        let cert_validity = certs.first().and_then(|der| validity(der));
         let crls = crls(&material.crl_pem)?;
         let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .allow_unauthenticated()
@@ -104,7 +107,7 @@ impl TlsSnapshot {
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
         config.send_tls13_tickets = 1;
-        Ok(Self { config: Arc::new(config), material, crl, names })
+        Ok(Self { config: Arc::new(config), material, crl, names, cert_validity })
     }
 }
 
@@ -125,6 +128,12 @@ fn names(cert: Option<&CertificateDer<'_>>) -> Result<Arc<LbNames>, TlsError> {
         name.strip_prefix("DNS:").or_else(|| name.strip_prefix("IP:")).map(str::to_owned)
     });
     Ok(LbNames::new(alt.chain([description.common_name.clone()])))
+}
+
+fn validity(der: &CertificateDer<'_>) -> Option<(time::OffsetDateTime, time::OffsetDateTime)> {
+    let cert = pki::describe::certificate(der)?.cert?;
+    let parse = pki::timefmt::parse_puppet_date;
+    Some((parse(&cert.not_before)?, parse(&cert.not_after)?))
 }
 
 fn private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
@@ -171,6 +180,26 @@ mod tests {
             crl: Some(fx.crl()),
         };
         TlsSnapshot::build(files.read(None).expect("read")).expect("build")
+    }
+
+    #[test]
+    fn the_lbs_own_tls_problems_are_an_expired_certificate_and_a_missing_or_stale_crl() {
+        use crate::liveness::tls_problems;
+        let fx = CaFixture::new(pki::KeyAlgorithm::EcP256);
+        let mut snap = snapshot(&fx);
+        let (not_before, not_after) = snap.cert_validity.expect("the certificate's validity");
+        let now = time::OffsetDateTime::now_utc();
+        assert!(tls_problems(&snap, true, now).is_empty());
+        let late = not_after + time::Duration::seconds(1);
+        assert!(tls_problems(&snap, true, late).iter().any(|p| p.contains("expired")));
+        let early = not_before - time::Duration::seconds(1);
+        assert!(tls_problems(&snap, true, early).iter().any(|p| p.contains("not valid before")));
+        let next_update = snap.crl.as_ref().and_then(|c| c.next_update).expect("nextUpdate");
+        let stale = tls_problems(&snap, true, next_update + time::Duration::seconds(1));
+        assert!(stale.iter().any(|p| p.contains("past its nextUpdate")), "{stale:?}");
+        snap.crl = None;
+        assert_eq!(tls_problems(&snap, true, now), ["no CRL loaded yet"]);
+        assert!(tls_problems(&snap, false, now).is_empty(), "no CRL expected, none needed");
     }
 
     /// An agent's client config, resumption on, so that it keeps the tickets it receives.

@@ -205,7 +205,7 @@ fn member_health(cb: &Crossbar, index: usize) -> Option<bool> {
 }
 
 #[test]
-fn operators_drain_and_enable_members_and_healthz_follows() {
+fn operators_drain_and_enable_members_and_readyz_follows_while_healthz_stays() {
     let fx = CaFixture::new(KeyAlgorithm::EcP256);
     let a = StubBackend::start(Duration::ZERO);
     let b = StubBackend::start(Duration::ZERO);
@@ -222,10 +222,14 @@ fn operators_drain_and_enable_members_and_healthz_follows() {
     let reply = get(&client, &cb, "/x", &[]);
     assert_eq!(reply.status, 503, "nothing left to serve: {}", reply.text());
     assert!(reply.header("retry-after").is_some());
-    assert_eq!(admin_get(&cb, "/healthz").0, 503);
+    let (status, text) = admin_get(&cb, "/readyz");
+    assert_eq!((status, text.trim()), (503, "pool compilers: no healthy member"));
+    // The backends are the other LB's too: moving the VIP would not help, so /healthz, which
+    // keepalived tracks, stays up.
+    assert_eq!(admin_get(&cb, "/healthz"), (200, "ok\n".to_owned()));
     http(cb.admin.unwrap(), "POST", "/pools/compilers/members/0/enable", b"").unwrap();
     assert_eq!(served_by(&get(&client, &cb, "/x", &[])), a.addr.to_string());
-    assert_eq!(admin_get(&cb, "/healthz").0, 200);
+    assert_eq!(admin_get(&cb, "/readyz").0, 200);
     assert_eq!(
         http(cb.admin.unwrap(), "POST", "/pools/compilers/members/9/drain", b"").unwrap().0,
         404

@@ -35,6 +35,7 @@ pub(crate) async fn serve(
     let (workers, threads) = start_workers(&state, &settings, &stopped, &finished);
     let mut backoff = Backoff::default();
     tokio::pin!(shutdown);
+    state.liveness.set_accepting(true);
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { break };
         let accepted = tokio::select! {
@@ -43,13 +44,16 @@ pub(crate) async fn serve(
         };
         match accepted.and_then(|(stream, peer)| Ok((stream.into_std()?, peer))) {
             Ok((stream, peer)) => {
-                backoff.succeeded();
+                if backoff.succeeded() {
+                    state.liveness.set_accepting(true);
+                }
                 hand_off(&workers, Accepted { stream, peer, slot });
             }
             Err(e) => {
                 drop(slot);
                 state.metrics.accept_failed();
                 let Some(pause) = backoff.failed(&e) else { continue };
+                state.liveness.set_accepting(false);
                 tokio::select! {
                     () = &mut shutdown => break,
                     () = tokio::time::sleep(pause) => {}
@@ -58,6 +62,7 @@ pub(crate) async fn serve(
         }
     }
     drop(listener);
+    state.liveness.set_accepting(false);
     let open = settings.max_connections - slots.available_permits();
     tracing::info!(open, grace = ?settings.drain_grace, "stopped accepting; draining open connections");
     let _ = stop.send(true);
@@ -104,11 +109,14 @@ impl Backoff {
         Some(pause)
     }
 
-    fn succeeded(&mut self) {
+    /// Whether this success ends a run of errors.
+    fn succeeded(&mut self) -> bool {
         if self.pause.take().is_some() {
             tracing::warn!(failures = self.failures, "accepting connections again");
             self.failures = 0;
+            return true;
         }
+        false
     }
 }
 

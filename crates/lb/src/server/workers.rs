@@ -113,9 +113,19 @@ impl Worker {
             Ok(runtime) => runtime,
             Err(e) => return tracing::error!(error = %e, "cannot start an LB worker's runtime"),
         };
+        let heartbeat = self.state.liveness.register_worker();
+        let (state, owner) = (self.state.clone(), self.state.clone());
+        let beating = heartbeat.clone();
         runtime.block_on(async move {
             let http = http_builder(&self.settings);
             tokio::spawn(crate::upstream::sweep_idle_forever());
+            // Shows `/healthz` that this runtime turns (a stuck worker stops beating).
+            tokio::spawn(async move {
+                loop {
+                    state.liveness.beat(&beating);
+                    tokio::time::sleep(crate::liveness::BEAT).await;
+                }
+            });
             let mut finished = self.finished.clone();
             loop {
                 let accepted = tokio::select! {
@@ -150,6 +160,7 @@ impl Worker {
             }
             let _ = finished.wait_for(|done| *done).await;
         });
+        owner.liveness.unregister_worker(&heartbeat);
     }
 }
 
