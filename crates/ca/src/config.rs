@@ -54,6 +54,9 @@ pub struct FileCaConfig {
     /// Connecting to the database, and each operation, at most this long.
     #[serde(default)]
     pub database_timeout: Option<String>,
+    /// How long a request waits for an unavailable database (a failover) before answering 503.
+    #[serde(default)]
+    pub database_outage_wait: Option<String>,
     /// The CA bundle of the database's TLS certificate (with `sslmode=require` in the URL).
     #[serde(default)]
     pub database_ca: Option<PathBuf>,
@@ -219,6 +222,11 @@ impl TryFrom<FileCaConfig> for CaConfig {
     }
 }
 
+/// How long a request waits out a database outage by default: a failover's promotion takes
+/// seconds, and Puppet 7 agents fail on a 503 (their Retry-After handling is broken before
+/// Puppet 7.25, PUP-11853).
+pub const DEFAULT_OUTAGE_WAIT: Duration = Duration::from_secs(20);
+
 /// The database settings, checked; this node is named after the host and the CA's address.
 fn database(file: &FileCaConfig) -> Result<Option<crate::db::DbSettings>, CaConfigError> {
     let err = |key, reason: String| CaConfigError { key, reason };
@@ -237,6 +245,14 @@ fn database(file: &FileCaConfig) -> Result<Option<crate::db::DbSettings>, CaConf
     if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(600) {
         return Err(err("database_timeout", "must be between 100ms and 10m".into()));
     }
+    let outage_wait = match &file.database_outage_wait {
+        Some(text) => pki::timefmt::parse_duration(text)
+            .map_err(|e| err("database_outage_wait", e.to_string()))?,
+        None => DEFAULT_OUTAGE_WAIT,
+    };
+    if outage_wait > Duration::from_secs(600) {
+        return Err(err("database_outage_wait", "must be at most 10m".into()));
+    }
     let node = match &file.node_name {
         Some(name) if name.trim().is_empty() || name.len() > 200 => {
             return Err(err("node_name", "must be 1 to 200 characters".into()))
@@ -251,6 +267,7 @@ fn database(file: &FileCaConfig) -> Result<Option<crate::db::DbSettings>, CaConf
         url: url.clone(),
         pool_size,
         timeout,
+        outage_wait,
         tls_roots: file.database_ca.clone(),
         password_file: file.database_password_file.clone(),
         node,

@@ -35,7 +35,7 @@ use std::{
     future::Future,
     path::{Path, PathBuf},
     sync::Mutex,
-    time::SystemTime,
+    time::{Duration, Instant, SystemTime},
 };
 
 use deadpool_postgres::{Object, Pool};
@@ -157,9 +157,32 @@ impl PgStore {
     }
 
     /// Runs `op` with a pooled connection, within the timeout.
+    /// Runs `op` with a pooled connection. While the database is unavailable it tries again,
+    /// for up to `outage_wait` (a failover usually ends within it, and Puppet 7 agents cannot
+    /// retry a 503 themselves), then gives up with [`StoreError::Unavailable`].
     fn run<T>(
         &self,
-        op: impl AsyncFnOnce(&mut Object) -> Result<T, StoreError>,
+        mut op: impl AsyncFnMut(&mut Object) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let deadline = Instant::now() + self.settings.outage_wait;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.run_once(&mut op) {
+                Err(StoreError::Unavailable(why)) if Instant::now() + pause < deadline => {
+                    tracing::debug!(%why, ?pause, "database unavailable; trying again");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One attempt at `op`, within the timeout: for reads that have a copy in memory to fall
+    /// back on.
+    fn run_once<T>(
+        &self,
+        op: &mut impl AsyncFnMut(&mut Object) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.block(async {
             let mut client = self.pool.get().await.map_err(connect::pool_error)?;

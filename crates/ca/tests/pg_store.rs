@@ -37,6 +37,7 @@ fn settings(url: &str, node: &str) -> DbSettings {
         url: url.to_owned(),
         pool_size: 4,
         timeout: Duration::from_secs(5),
+        outage_wait: Duration::ZERO,
         tls_roots: None,
         password_file: None,
         node: node.to_owned(),
@@ -517,4 +518,40 @@ fn pruning_drops_expired_certificates_from_the_crl_every_node_serves() {
         ),
         "1"
     );
+}
+
+#[test]
+fn a_write_waits_out_a_short_outage_instead_of_answering_503() {
+    let mut pg = Postgres::start("pg");
+    let root = tempfile::tempdir().expect("tempdir");
+    let url = pg.url();
+    setup_ca(&url, root.path());
+    let dir = root.path().join("patient");
+    std::fs::create_dir_all(&dir).expect("cadir");
+    for file in ["ca_crt.pem", "ca_key.pem"] {
+        std::fs::copy(root.path().join("a").join(file), dir.join(file)).expect("copy");
+    }
+    let mut patient = settings(&url, "patient");
+    patient.outage_wait = Duration::from_secs(30);
+    let node = CaService::open(
+        Arc::new(PgStore::open(&patient, &dir).expect("open")),
+        CaSettings::default(),
+    )
+    .expect("service");
+    pg.stop();
+    let started = std::time::Instant::now();
+    let (restarted_tx, restarted_rx) = std::sync::mpsc::channel();
+    let signing = std::thread::spawn(move || autosign(&node, "waited.example.com"));
+    // The database comes back while the signing is waiting for it.
+    std::thread::sleep(Duration::from_secs(2));
+    pg.restart();
+    restarted_tx.send(started.elapsed()).expect("send");
+    let issued = signing.join().expect("thread").expect("signed once the database is back");
+    let back_after = restarted_rx.recv().expect("restart time");
+    assert!(started.elapsed() >= back_after, "it answered after the database returned");
+    assert_eq!(
+        pg.psql("crossbar", "SELECT count(*) FROM ca_cert WHERE certname = 'waited.example.com'"),
+        "1"
+    );
+    assert!(issued.serial.is_random());
 }

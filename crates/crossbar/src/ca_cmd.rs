@@ -141,6 +141,7 @@ fn db_settings(url: &str) -> anyhow::Result<ca::db::DbSettings> {
         url: url.to_owned(),
         pool_size: 2,
         timeout: std::time::Duration::from_secs(10),
+        outage_wait: ca::config::DEFAULT_OUTAGE_WAIT,
         tls_roots: None,
         password_file: None,
         node: format!("crossbar ca ({})", ca::audit::Actor::offline()),

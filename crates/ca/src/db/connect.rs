@@ -18,6 +18,8 @@ pub struct DbSettings {
     pub pool_size: usize,
     /// Connecting, waiting for a pooled connection, and each operation, at most this long.
     pub timeout: Duration,
+    /// How long an operation keeps trying while the database is unavailable.
+    pub outage_wait: Duration,
     /// The CA bundle that signed the database's TLS certificate (when `sslmode` asks for TLS);
     /// the system's bundle when unset.
     pub tls_roots: Option<PathBuf>,
@@ -33,6 +35,7 @@ impl std::fmt::Debug for DbSettings {
             .field("url", &redact(&self.url))
             .field("pool_size", &self.pool_size)
             .field("timeout", &self.timeout)
+            .field("outage_wait", &self.outage_wait)
             .field("tls_roots", &self.tls_roots)
             .field("password_file", &self.password_file)
             .field("node", &self.node)
@@ -65,7 +68,9 @@ pub(super) fn pool(settings: &DbSettings) -> Result<Pool, StoreError> {
         config.password(read_password(path)?);
     }
     if config.get_connect_timeout().is_none() {
-        config.connect_timeout(settings.timeout);
+        // Per host: a dead first host must leave time for the next within one operation.
+        let hosts = u32::try_from(config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+        config.connect_timeout((settings.timeout / (hosts + 1)).max(Duration::from_millis(100)));
     }
     if config.get_application_name().is_none() {
         config.application_name(format!("crossbar {}", settings.node));

@@ -50,7 +50,7 @@ impl CaStore for PgStore {
     fn crl_chain(&self) -> Result<Stamped, StoreError> {
         let cached = self.crl.lock().ok().and_then(|c| c.clone());
         let known = cached.as_ref().map_or(-1, |c| c.number);
-        let newest = self.run(async |client| {
+        let mut read = async |client: &mut deadpool_postgres::Object| {
             let row = opt(&*client, sql::NEWEST_CRL_NUMBER, &[])
                 .await?
                 .ok_or_else(|| StoreError::Database("no CRL in the database".into()))?;
@@ -60,7 +60,9 @@ impl CaStore for PgStore {
             }
             let row = one(&*client, sql::CRL_BY_NUMBER, &[&number]).await?;
             Ok(Some((number, row.get::<_, Vec<u8>>(0), row.get::<_, OffsetDateTime>(1))))
-        });
+        };
+        // With a CRL in memory, one attempt; without, wait out an outage as writes do.
+        let newest = if cached.is_some() { self.run_once(&mut read) } else { self.run(read) };
         match (newest, cached) {
             (Ok(None), Some(cached)) => Ok(cached.chain),
             (Ok(Some((number, der, this_update))), _) => {
@@ -88,13 +90,25 @@ impl CaStore for PgStore {
     }
 
     fn certificate(&self, name: &Certname) -> Result<Option<Stamped>, StoreError> {
-        let found = self.run(async |client| {
+        let mut read = async |client: &mut deadpool_postgres::Object| {
             let row = opt(&*client, sql::CURRENT_CERT, &[&name.as_str()]).await?;
             Ok(row.map(|r| {
                 let bytes = r.get::<_, Option<Vec<u8>>>(0).unwrap_or_default();
                 Stamped::new(bytes, SystemTime::from(r.get::<_, OffsetDateTime>(1)))
             }))
-        });
+        };
+        // One attempt; a certificate this node has seen is served from memory through an
+        // outage, any other waits it out as writes do.
+        let found = match self.run_once(&mut read) {
+            Err(StoreError::Unavailable(why)) => match self.cached(name.as_str()) {
+                Some(stamped) => {
+                    tracing::debug!(%why, certname = %name, "database unavailable; serving the certificate from memory");
+                    return Ok(Some(stamped));
+                }
+                None => self.run(read),
+            },
+            other => other,
+        };
         match found {
             Ok(Some(stamped)) => {
                 self.remember(name.as_str(), stamped.clone());

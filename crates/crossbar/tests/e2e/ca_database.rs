@@ -129,10 +129,11 @@ impl DbCa {
         self.tls().join(format!("{name}.key"))
     }
 
-    /// A CA node on the database.
+    /// A CA node on the database. It waits out an outage for 1 s only (20 s by default), so
+    /// that the outage tests see its 503s.
     fn node(&self, node: &str, autosign: bool) -> Crossbar {
         let config = format!(
-            "[ca]\nlisten = \"127.0.0.1:0\"\ncadir = \"{}\"\ndatabase = \"{}\"\ndatabase_timeout = \"2s\"\nnode_name = \"{node}\"\nautosign = {autosign}\nproxy_secret_file = \"{}\"\nadmin_certnames = [\"{ADMIN_NAME}\"]\n",
+            "[ca]\nlisten = \"127.0.0.1:0\"\ncadir = \"{}\"\ndatabase = \"{}\"\ndatabase_timeout = \"2s\"\ndatabase_outage_wait = \"1s\"\nnode_name = \"{node}\"\nautosign = {autosign}\nproxy_secret_file = \"{}\"\nadmin_certnames = [\"{ADMIN_NAME}\"]\n",
             self.cadir(node),
             self.url,
             self.secret().display()
