@@ -32,6 +32,7 @@ pub struct Compiler {
     pub dir: PathBuf,
     pub port: u16,
     child: Option<ChildGuard>,
+    /// Its installation, with the network namespace it runs in.
     install: Install,
     /// The CA directory it serves (TLS, CA service on); `None` for a compiler behind an LB.
     cadir: Option<PathBuf>,
@@ -50,7 +51,7 @@ impl Compiler {
         let mut compiler = Self {
             name: name.to_owned(),
             dir,
-            port: 0,
+            port: listen_port(install),
             child: None,
             install: install.clone(),
             cadir: None,
@@ -103,6 +104,9 @@ impl Compiler {
 
     /// Waits until Jetty has bound its port and `/status/v1/simple` answers `running`.
     pub fn wait_ready(&mut self) {
+        if let Some(ns) = self.install.netns().map(str::to_owned) {
+            return self.wait_ready_in(&ns);
+        }
         let name = self.name.clone();
         let child = self.child.as_mut().expect("started");
         let line = child.wait_for_stdout("Started ServerConnector", START_TIMEOUT);
@@ -126,8 +130,28 @@ impl Compiler {
         });
     }
 
+    /// The same in a network namespace: port 8140 on every address, checked from inside.
+    fn wait_ready_in(&mut self, ns: &str) {
+        let name = self.name.clone();
+        let child = self.child.as_mut().expect("started");
+        child.wait_for_stdout("Started ServerConnector", START_TIMEOUT);
+        let url = format!("http://127.0.0.1:{}/status/v1/simple", self.port);
+        wait::until_true(&format!("{name} to be running"), START_TIMEOUT, || {
+            Command::new("ip")
+                .args(["netns", "exec", ns, "curl", "-sf", "--max-time", "2", &url])
+                .output()
+                .is_ok_and(|o| o.status.success() && o.stdout == b"running")
+        });
+    }
+
+    /// Its URL on loopback (in a namespace, [`Compiler::url_on`] gives the subnet's).
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Its URL at `host`'s address (a compiler in a network namespace).
+    pub fn url_on(&self, host: std::net::Ipv4Addr) -> String {
+        format!("http://{host}:{}", self.port)
     }
 
     /// `kill -9`, as a crashing compiler.
@@ -140,7 +164,7 @@ impl Compiler {
     /// Starts again on the same port (Jetty binds it again) and waits until it is running.
     pub fn restart(&mut self) {
         self.kill();
-        set_port(&self.dir, self.port, self.cadir.is_some());
+        set_port(&self.dir, &self.install, self.port, self.cadir.is_some());
         self.spawn();
         self.wait_ready();
     }
@@ -164,7 +188,7 @@ fn prepare(install: &Install, dir: &Path, name: &str, cadir: Option<&Path>) {
         .status()
         .unwrap();
     assert!(copy.success(), "copy puppetserver's config (is the puppetserver package installed?)");
-    set_port(dir, 0, cadir.is_some());
+    set_port(dir, install, listen_port(install), cadir.is_some());
     if let Some(cadir) = cadir {
         prepare_ca(install, dir, name, cadir);
         return;
@@ -252,11 +276,22 @@ fn jruby_config(install: &Install, dir: &Path) {
     .unwrap();
 }
 
-fn set_port(dir: &Path, port: u16, tls: bool) {
-    let listen = if tls {
-        format!("ssl-host: 127.0.0.1\n    ssl-port: {port}\n    client-auth: want")
+/// The port a compiler takes: one the kernel picks on loopback, 8140 in a namespace of its own.
+fn listen_port(install: &Install) -> u16 {
+    if install.netns().is_some() {
+        8140
     } else {
-        format!("host: 127.0.0.1\n    port: {port}")
+        0
+    }
+}
+
+fn set_port(dir: &Path, install: &Install, port: u16, tls: bool) {
+    // In a namespace, every address (the host's own subnet address and loopback).
+    let host = if install.netns().is_some() { "0.0.0.0" } else { "127.0.0.1" };
+    let listen = if tls {
+        format!("ssl-host: {host}\n    ssl-port: {port}\n    client-auth: want")
+    } else {
+        format!("host: {host}\n    port: {port}")
     };
     std::fs::write(
         dir.join("conf.d/webserver.conf"),

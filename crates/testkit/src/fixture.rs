@@ -130,9 +130,24 @@ pub struct Crossbar {
 impl Crossbar {
     /// Writes `config` to `<dir>/<name>.toml`, starts `bin serve`, and waits for its listeners.
     pub fn start(bin: &Path, dir: &Path, name: &str, config: &str) -> Self {
+        Self::start_with(Command::new(bin), dir, name, config)
+    }
+
+    /// The same in `host` of `net`.
+    pub fn start_in(
+        net: &crate::netns::Network,
+        host: &str,
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        config: &str,
+    ) -> Self {
+        Self::start_with(net.command(host, bin), dir, name, config)
+    }
+
+    fn start_with(mut command: Command, dir: &Path, name: &str, config: &str) -> Self {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
-        let mut command = Command::new(bin);
         command.arg("serve").arg("--config").arg(&path).env("RUST_LOG", "info");
         let mut child = ChildGuard::spawn(name, command, dir);
         let timeout = Duration::from_secs(30);

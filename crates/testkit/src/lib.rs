@@ -13,10 +13,13 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod compiler;
+pub mod failover;
 pub mod fixture;
+pub mod netns;
 pub mod postgres;
 pub mod process;
 pub mod puppet;
+pub mod site;
 pub mod stub;
 pub mod tls;
 pub mod wait;

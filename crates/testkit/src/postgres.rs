@@ -1,10 +1,11 @@
 //! A real PostgreSQL cluster of the test's own (Debian's `postgresql` package): `initdb` in a
-//! temporary directory, the server on a free loopback port, run as the `postgres` user (the
-//! server refuses root), stopped and removed when the test ends. Streaming replicas can be made
-//! from it and promoted, for failover tests.
+//! temporary directory, the server on a free loopback port (or on port 5432 of a host of a
+//! [`crate::netns::Network`]), run as the `postgres` user (the server refuses root), stopped and
+//! removed when the test ends. Streaming replicas can be made from it and promoted, for
+//! failover tests. Tools reach it through its Unix socket, which works from any namespace.
 
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, TcpListener},
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -22,11 +23,29 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     pub port: u16,
     child: Option<ChildGuard>,
+    /// Where it listens: loopback, or a namespace and its address.
+    place: Place,
+}
+
+/// Where a server listens.
+#[derive(Clone)]
+enum Place {
+    Loopback,
+    Host { ns: String, addr: Ipv4Addr },
 }
 
 impl Postgres {
     /// A new cluster (database `crossbar`, user `crossbar` with password `crossbar`), running.
     pub fn start(name: &str) -> Self {
+        Self::start_at(name, Place::Loopback)
+    }
+
+    /// The same on port 5432 of `host` in `net`, reachable from the subnet.
+    pub fn start_in(name: &str, net: &crate::netns::Network, host: &str) -> Self {
+        Self::start_at(name, Place::Host { ns: net.ns(host), addr: net.addr(host) })
+    }
+
+    fn start_at(name: &str, place: Place) -> Self {
         let dir = owned_tempdir();
         let data = dir.path().join("data");
         let pwfile = dir.path().join("pw");
@@ -42,10 +61,13 @@ impl Postgres {
         assert!(status.success(), "initdb failed for {name}");
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n",
+            format!(
+                "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\nhost all all {subnet} scram-sha-256\nhost replication all {subnet} scram-sha-256\n",
+                subnet = crate::netns::SUBNET_CIDR
+            ),
         )
         .unwrap();
-        let mut pg = Self { name: name.to_owned(), dir, port: 0, child: None };
+        let mut pg = Self { name: name.to_owned(), dir, port: 0, child: None, place };
         pg.run();
         pg.psql("postgres", "CREATE DATABASE crossbar");
         pg
@@ -53,10 +75,19 @@ impl Postgres {
 
     /// A streaming replica of this server, running (hot standby, read-only until promoted).
     pub fn replica(&self, name: &str) -> Self {
+        self.replica_at(name, Place::Loopback)
+    }
+
+    /// The same on `host` in `net`.
+    pub fn replica_in(&self, name: &str, net: &crate::netns::Network, host: &str) -> Self {
+        self.replica_at(name, Place::Host { ns: net.ns(host), addr: net.addr(host) })
+    }
+
+    fn replica_at(&self, name: &str, place: Place) -> Self {
         let dir = owned_tempdir();
         let data = dir.path().join("data");
-        let status = as_postgres(&bin("pg_basebackup"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "crossbar"])
+        let status = in_place(&place, &bin("pg_basebackup"))
+            .args(["-h", &self.host(), "-p", &self.port.to_string(), "-U", "crossbar"])
             .args([
                 "-D",
                 &data.display().to_string(),
@@ -70,19 +101,22 @@ impl Postgres {
             .status()
             .unwrap();
         assert!(status.success(), "pg_basebackup of {} failed", self.name);
-        let mut pg = Self { name: name.to_owned(), dir, port: 0, child: None };
+        let mut pg = Self { name: name.to_owned(), dir, port: 0, child: None, place };
         pg.run();
         pg
     }
 
-    /// `postgresql://crossbar:crossbar@127.0.0.1:<port>/crossbar`.
-    pub fn url(&self) -> String {
-        format!("postgresql://crossbar:crossbar@127.0.0.1:{}/crossbar", self.port)
+    /// The address it listens on.
+    pub fn host(&self) -> String {
+        match &self.place {
+            Place::Loopback => "127.0.0.1".to_owned(),
+            Place::Host { addr, .. } => addr.to_string(),
+        }
     }
 
-    /// Where the server listens.
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+    /// `postgresql://crossbar:crossbar@<address>:<port>/crossbar`.
+    pub fn url(&self) -> String {
+        format!("postgresql://crossbar:crossbar@{}:{}/crossbar", self.host(), self.port)
     }
 
     fn data(&self) -> PathBuf {
@@ -94,12 +128,21 @@ impl Postgres {
     fn run(&mut self) {
         for _attempt in 0..5 {
             if self.port == 0 {
-                self.port = free_port();
+                // A namespace's own port space is empty: PostgreSQL's usual port is free there.
+                self.port = match self.place {
+                    Place::Loopback => free_port(),
+                    Place::Host { .. } => 5432,
+                };
             }
-            let mut command = as_postgres(&bin("postgres"));
+            let mut command = in_place(&self.place, &bin("postgres"));
             command
                 .args(["-D", &self.data().display().to_string()])
-                .args(["-p", &self.port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-c",
+                    &format!("listen_addresses={}", self.host()),
+                ])
                 .args(["-c", &format!("unix_socket_directories={}", self.dir.path().display())])
                 .args(["-c", "fsync=off", "-c", "max_connections=200", "-c", "wal_level=replica"]);
             let mut child = ChildGuard::spawn(&self.name, command, self.dir.path());
@@ -125,7 +168,13 @@ impl Postgres {
 
     fn accepts(&self) -> bool {
         as_postgres(&bin("pg_isready"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
+            .args([
+                "-h",
+                &self.dir.path().display().to_string(),
+                "-p",
+                &self.port.to_string(),
+                "-q",
+            ])
             .status()
             .is_ok_and(|s| s.success())
     }
@@ -165,9 +214,7 @@ impl Postgres {
             }
         }
         wait::until(&format!("{} to stop answering", self.name), START_TIMEOUT, || {
-            TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200))
-                .is_err()
-                .then_some(())
+            (!self.accepts()).then_some(())
         });
     }
 
@@ -222,6 +269,23 @@ fn bin(program: &str) -> String {
     versions.sort_unstable();
     let version = versions.last().expect("no PostgreSQL version under /usr/lib/postgresql");
     format!("/usr/lib/postgresql/{version}/bin/{program}")
+}
+
+/// `program` run in `place`'s namespace, as the `postgres` user.
+fn in_place(place: &Place, program: &str) -> Command {
+    match place {
+        Place::Loopback => as_postgres(program),
+        Place::Host { ns, .. } => {
+            let mut command = Command::new("ip");
+            command
+                .args([
+                    "netns", "exec", ns, "setpriv", "--reuid", "postgres", "--regid", "postgres",
+                ])
+                .args(["--clear-groups", "--"])
+                .arg(program);
+            command
+        }
+    }
 }
 
 /// `program` run as the `postgres` user when the test runs as root.

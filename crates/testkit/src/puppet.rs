@@ -15,12 +15,24 @@ pub const PUPPET8_ROOT: &str = "/var/cache/crossbar/trixie-puppet8";
 #[derive(Debug, Clone)]
 pub struct Install {
     root: Option<PathBuf>,
+    /// The network namespace its commands run in (a host of a [`crate::netns::Network`]).
+    netns: Option<String>,
 }
 
 impl Install {
     /// Debian 12's Puppet 7 on the host.
     pub fn puppet7() -> Self {
-        Self { root: None }
+        Self { root: None, netns: None }
+    }
+
+    /// The same installation, its commands run in the network namespace `ns`.
+    pub fn in_netns(&self, ns: &str) -> Self {
+        Self { root: self.root.clone(), netns: Some(ns.to_owned()) }
+    }
+
+    /// The network namespace its commands run in, if any.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
     }
 
     /// Debian 13's Puppet 8 in its root (`CROSSBAR_PUPPET8_ROOT`, or [`PUPPET8_ROOT`]).
@@ -32,7 +44,7 @@ impl Install {
             "no Debian 13 root with Puppet 8 at {} (the test command makes it: scripts/puppet8-root.sh)",
             root.display()
         );
-        Self { root: Some(root) }
+        Self { root: Some(root), netns: None }
     }
 
     /// 7 or 8.
@@ -72,14 +84,17 @@ impl Install {
 
     /// A command that runs `program` in this installation.
     pub fn command(&self, program: &str) -> Command {
-        match &self.root {
-            None => Command::new(program),
-            Some(root) => {
-                let mut command = Command::new("chroot");
-                command.arg(root).arg(program);
-                command
-            }
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(ns) = &self.netns {
+            argv.extend(["ip".into(), "netns".into(), "exec".into(), ns.into()]);
         }
+        if let Some(root) = &self.root {
+            argv.extend(["chroot".into(), root.into()]);
+        }
+        argv.push(program.into());
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
+        command
     }
 }
 
@@ -89,6 +104,8 @@ pub struct Agent {
     /// The agent's directory, as the host sees it.
     pub dir: PathBuf,
     install: Install,
+    /// The name the agent knows its server by (`localhost` unless set).
+    server: String,
 }
 
 impl Agent {
@@ -101,7 +118,19 @@ impl Agent {
     pub fn of(install: &Install, root: &Path, certname: &str) -> Self {
         let dir = root.join(format!("agent-{certname}"));
         std::fs::create_dir_all(dir.join("conf")).unwrap();
-        Self { certname: certname.to_owned(), dir, install: install.clone() }
+        Self {
+            certname: certname.to_owned(),
+            dir,
+            install: install.clone(),
+            server: "localhost".into(),
+        }
+    }
+
+    /// The same agent, knowing its server as `name` (e.g. `puppet`, resolved by the host's
+    /// `/etc/hosts`).
+    pub fn with_server(mut self, name: &str) -> Self {
+        self.server = name.to_owned();
+        self
     }
 
     /// Writes `csr_attributes.yaml` (e.g. `extension_requests: { pp_role: web }`).
@@ -133,7 +162,7 @@ impl Agent {
         let mut command = self.install.command("puppet");
         command.args(action).args([
             "--server",
-            "localhost",
+            &self.server,
             "--serverport",
             &port.to_string(),
             "--certname",
@@ -165,6 +194,14 @@ impl Agent {
     pub fn has_cert(&self) -> bool {
         self.cert().is_file()
     }
+}
+
+/// Which compiler compiled a run's catalog (the test manifest notifies `compiled by <name>`).
+pub fn compiled_by(out: &Output) -> Option<String> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.split("compiled by ").nth(1))
+        .map(|s| s.split(['\u{1b}', '\'']).next().unwrap_or(s).trim().to_owned())
 }
 
 /// Both streams of a finished command, for assertion messages.

@@ -74,9 +74,38 @@ impl TlsClient {
     pub fn connect(&self, port: u16) -> Result<StreamOwned<ClientConnection, TcpStream>, String> {
         let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let conn =
-            ClientConnection::new(self.config.clone(), ServerName::try_from("localhost").unwrap())
-                .map_err(|e| e.to_string())?;
+        self.handshake(tcp)
+    }
+
+    /// One request on a new connection to `addr`, every step within `timeout` (a probe).
+    pub fn request_to(
+        &self,
+        addr: std::net::SocketAddr,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<Reply, String> {
+        let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        tcp.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        // The server is verified by the address it was reached at (an IP address name).
+        let name = ServerName::IpAddress(addr.ip().into());
+        let mut stream = self.handshake_as(tcp, name)?;
+        send(&mut stream, &request("GET", path, &[], b""))
+    }
+
+    fn handshake(
+        &self,
+        tcp: TcpStream,
+    ) -> Result<StreamOwned<ClientConnection, TcpStream>, String> {
+        self.handshake_as(tcp, ServerName::try_from("localhost").unwrap())
+    }
+
+    fn handshake_as(
+        &self,
+        tcp: TcpStream,
+        name: ServerName<'static>,
+    ) -> Result<StreamOwned<ClientConnection, TcpStream>, String> {
+        let conn = ClientConnection::new(self.config.clone(), name).map_err(|e| e.to_string())?;
         let mut stream = StreamOwned::new(conn, tcp);
         // TLS 1.3 servers reject a client certificate after the client's Finished: exchange data
         // so that such a rejection surfaces here.

@@ -11,6 +11,7 @@ mod ca_flows;
 mod compilers;
 mod crash;
 mod hostile;
+mod hosts;
 mod lb;
 mod puppet8;
 mod puppetserver_dir;
