@@ -66,6 +66,7 @@ class Storms:
         self.crossbar = str(Path(args.crossbar).resolve())
         self.procs = []
         self.results = {"agents": args.agents, "stores": {}, "ceiling": {}}
+        self.round = 0
 
     def run(self, argv, **kw):
         return subprocess.run(argv, check=True, capture_output=True, text=True, **kw).stdout
@@ -83,8 +84,9 @@ class Storms:
         self.lb_cert, self.lb_key = self.work / "lb/lb.example.com.pem", self.work / "lb/lb.example.com.key"
         self.lb_bundle = self.work / "lb/ca_crt.pem"
 
-    def storm(self, name, backends, ca_pids):
-        """One storm through a fresh LB to `backends`; `ca_pids()` lists what counts as the CA."""
+    def storm(self, name, backends, groups):
+        """One storm through a fresh LB to `backends`; `groups` maps a name ("ca",
+        "postgres") to a function listing its processes, whose CPU counts."""
         port = free_port()
         members = ", ".join(f'{{ url = "http://{b}" }}' for b in backends)
         conf = self.work / f"lb-{name}.toml"
@@ -94,9 +96,19 @@ class Storms:
         lb = self.start(f"lb-{name}", [self.crossbar, "serve", "--config", str(conf)])
         wait_port(port)
         out = self.work / f"storm-{name}.json"
-        before = cpu_seconds(ca_pids())
+        before = {group: cpu_seconds(pids()) for group, pids in groups.items()}
+        perf = None
+        if os.environ.get("PERF"):
+            # PERF=1: a profile of the CA processes (and PostgreSQL's) during the storm.
+            # The whole machine (threads and backends appear during the storm); report by pid.
+            perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-a", "-o", f"/tmp/ca-storm-{name}.perf"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            log("perf: CA pids " + " ".join(str(p) for p in groups["ca"]()))
         self.run([self.crossbar, "sim", "bootstrap", "--lb", f"127.0.0.1:{port}", "--cacert", str(self.lb_bundle), "--agents", str(self.args.agents), "--concurrency", "32", "--prefix", f"{name}-", "--json", str(out)], timeout=1800)
-        cpu = cpu_seconds(ca_pids()) - before
+        by_group = {group: cpu_seconds(pids()) - before[group] for group, pids in groups.items()}
+        if perf:
+            perf.send_signal(2)
+            perf.wait()
+        cpu = sum(by_group.values())
         lb.stop()
         report = json.loads(out.read_text())
         signed = report["runs"] - report["runs_failed"]
@@ -106,9 +118,10 @@ class Storms:
             "seconds": report["seconds"],
             "cpu_seconds": cpu,
             "cpu_ms_per_cert": 1000 * cpu / max(signed, 1),
+            "cpu_ms_per_cert_by_process": {group: 1000 * c / max(signed, 1) for group, c in by_group.items()},
             "csr_ms": report["kinds"][0]["latency_ms"],
         }
-        self.results["stores"][name] = result
+        self.results["stores"].setdefault(name, []).append(result)
         log(f"{name}: {result['agents_per_second']:.1f} agents/s, {result['cpu_ms_per_cert']:.2f} ms CPU per certificate, {result['failed']} failed")
 
     def ca_node(self, name, cadir, database=None):
@@ -119,33 +132,35 @@ class Storms:
         return proc, wait_line(proc.out, "ca listening").rsplit("//", 1)[1]
 
     def directory(self):
-        cadir = self.work / "dir-ca"
+        cadir = self.work / f"dir-ca-{self.round}"
         self.run([self.crossbar, "ca", "setup", "--cadir", str(cadir), "--ca-name", "storm.example.com"])
-        proc, addr = self.ca_node("dir-ca", cadir)
-        self.storm("directory", [addr], proc.pids)
+        proc, addr = self.ca_node(f"dir-ca-{self.round}", cadir)
+        self.storm("directory", [addr], {"ca": proc.pids})
         proc.stop()
 
     def database(self, pg, nodes):
-        url = pg.create(f"storm{nodes}")
-        cadir = self.work / f"db{nodes}-ca-a"
+        tag = f"r{self.round}n{nodes}"
+        url = pg.create(f"storm_{tag}")
+        cadir = self.work / f"db-{tag}-ca-a"
         self.run([self.crossbar, "ca", "setup", "--cadir", str(cadir), "--ca-name", "storm.example.com", "--database", url])
         procs, addrs = [], []
         for i in range(nodes):
-            node_dir = self.work / f"db{nodes}-ca-{i}"
+            node_dir = self.work / f"db-{tag}-ca-{i}"
             if i > 0:
                 node_dir.mkdir()
                 for f in ["ca_crt.pem", "ca_key.pem"]:
                     shutil.copy(cadir / f, node_dir / f)
-            proc, addr = self.ca_node(f"db{nodes}-node{i}", cadir if i == 0 else node_dir, url)
+            proc, addr = self.ca_node(f"db-{tag}-node{i}", cadir if i == 0 else node_dir, url)
             procs.append(proc)
             addrs.append(addr)
-        self.storm("database" if nodes == 1 else f"database-{nodes}-nodes", addrs, lambda: [p for proc in procs for p in proc.pids()] + pg.pids())
+        ca_pids = lambda: [p for proc in procs for p in proc.pids()]  # noqa: E731
+        self.storm("database" if nodes == 1 else f"database-{nodes}-nodes", addrs, {"ca": ca_pids, "postgres": pg.pids})
         for proc in procs:
             proc.stop()
 
     def puppetserver(self):
         proc, addr = start_puppetserver_ca(self.work, self.start)
-        self.storm("puppetserver", [addr], proc.pids)
+        self.storm("puppetserver", [addr], {"ca": proc.pids})
         proc.stop()
 
     def ceiling(self):
@@ -162,7 +177,7 @@ class Storms:
             self.lb_identity()
             pg = Postgres(self.work)
             self.procs.append(pg.proc)
-            for _ in range(self.args.rounds):
+            for self.round in range(self.args.rounds):
                 for store in self.args.stores:
                     if store == "directory":
                         self.directory()
@@ -183,22 +198,44 @@ class Storms:
         return self.results
 
 
+def median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def summary(rounds):
+    """The median of each figure over the rounds (rounds are interleaved across stores)."""
+    pg = [r["cpu_ms_per_cert_by_process"].get("postgres") for r in rounds]
+    return {
+        "agents_per_second": median([r["agents_per_second"] for r in rounds]),
+        "cpu_ms_per_cert": median([r["cpu_ms_per_cert"] for r in rounds]),
+        "postgres_ms_per_cert": median(pg) if None not in pg else None,
+        "csr_p50": median([r["csr_ms"]["p50"] for r in rounds]),
+        "csr_p99": median([r["csr_ms"]["p99"] for r in rounds]),
+        "failed": sum(r["failed"] for r in rounds),
+        "runs": [round(r["agents_per_second"], 1) for r in rounds],
+    }
+
+
 def markdown(r):
     c = r["ceiling"]
     lines = [
         f"# Bootstrap storm by CA store ({datetime.date.today()})",
         "",
-        f"Command: `{r['command']}`; {r['agents']} new agents (EC P-256 keys made before the clock), 32 at a time, through one crossbar LB; the CA key is RSA-4096 (Puppet's default) everywhere. Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores.",
+        f"Command: `{r['command']}`; {r['agents']} new agents (EC P-256 keys made before the clock), 32 at a time, through one crossbar LB; the CA key is RSA-4096 (Puppet's default) everywhere. Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores. Each figure is the median of the rounds (stores interleaved round by round); agents/s of every round in the last column.",
         "",
         f"One RSA-4096 signature: {c['cpu_ms']:.2f} ms of one core (`crossbar sim ceiling --key rsa-4096 --threads 1`, best of {len(c['runs'])}: {', '.join(f'{x:.0f}' for x in c['runs'])} signatures/s).",
         "",
-        "| store | agents/s | vs directory | CPU per certificate (CA + PostgreSQL) | vs one signature | CSR p50 / p99 ms | failed |",
-        "|---|---|---|---|---|---|---|",
+        "| store | agents/s | vs directory | CPU per certificate (CA + PostgreSQL) | of which PostgreSQL | vs one signature | CSR p50 / p99 ms | failed | agents/s by round |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    base = r["stores"].get("directory", {}).get("agents_per_second")
-    for name, s in r["stores"].items():
+    sums = {name: summary(rounds) for name, rounds in r["stores"].items()}
+    base = sums.get("directory", {}).get("agents_per_second")
+    for name, s in sums.items():
         vs = f"{s['agents_per_second'] / base:.2f}×" if base else "–"
-        lines.append(f"| {name} | {s['agents_per_second']:.1f} | {vs} | {s['cpu_ms_per_cert']:.2f} ms | {s['cpu_ms_per_cert'] / c['cpu_ms']:.2f}× | {s['csr_ms']['p50']:.0f} / {s['csr_ms']['p99']:.0f} | {s['failed']} |")
+        pg = f"{s['postgres_ms_per_cert']:.2f} ms" if s["postgres_ms_per_cert"] is not None else "–"
+        lines.append(f"| {name} | {s['agents_per_second']:.1f} | {vs} | {s['cpu_ms_per_cert']:.2f} ms | {pg} | {s['cpu_ms_per_cert'] / c['cpu_ms']:.2f}× | {s['csr_p50']:.0f} / {s['csr_p99']:.0f} | {s['failed']} | {', '.join(map(str, s['runs']))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -206,7 +243,7 @@ def main():
     raise_fd_limit()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agents", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--stores", nargs="+", default=["directory", "database", "database-2-nodes", "puppetserver"])
     parser.add_argument("--crossbar", default=str(ROOT / "target/release/crossbar"))
     parser.add_argument("--work")

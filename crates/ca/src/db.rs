@@ -32,7 +32,6 @@ mod transfer;
 
 use std::{
     collections::HashMap,
-    future::Future,
     path::{Path, PathBuf},
     sync::Mutex,
     time::{Duration, Instant, SystemTime},
@@ -180,27 +179,37 @@ impl PgStore {
 
     /// One attempt at `op`, within the timeout: for reads that have a copy in memory to fall
     /// back on.
+    ///
+    /// A connection goes back to the pool only after an operation that finished or failed
+    /// cleanly; one that timed out, or failed because the database is unavailable, may be
+    /// hung or inside a transaction, and is dropped (so the pool checks nothing on reuse).
     fn run_once<T>(
         &self,
         op: &mut impl AsyncFnMut(&mut Object) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.block(async {
-            let mut client = self.pool.get().await.map_err(connect::pool_error)?;
-            op(&mut client).await
-        })
-    }
-
-    fn block<T>(&self, work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
         let Some(runtime) = &self.runtime else {
             return Err(StoreError::Unavailable("the store is closing".into()));
         };
         let timeout = self.settings.timeout;
         runtime.block_on(async {
-            tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(format!(
-                    "no answer from the database within {timeout:?}"
-                )))
-            })
+            let started = tokio::time::Instant::now();
+            let got = tokio::time::timeout(timeout, self.pool.get()).await;
+            let mut client = match got {
+                Ok(got) => got.map_err(connect::pool_error)?,
+                Err(_) => return Err(unavailable(timeout)),
+            };
+            let left = timeout.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, op(&mut client)).await {
+                Ok(Err(StoreError::Unavailable(why))) => {
+                    drop(Object::take(client));
+                    Err(StoreError::Unavailable(why))
+                }
+                Ok(done) => done,
+                Err(_) => {
+                    drop(Object::take(client));
+                    Err(unavailable(timeout))
+                }
+            }
         })
     }
 
@@ -250,6 +259,10 @@ impl Drop for PgStore {
             runtime.shutdown_background();
         }
     }
+}
+
+fn unavailable(timeout: Duration) -> StoreError {
+    StoreError::Unavailable(format!("no answer from the database within {timeout:?}"))
 }
 
 fn first_cert(bundle: &[u8], cadir: &Path) -> Result<Vec<u8>, StoreError> {

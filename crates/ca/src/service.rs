@@ -176,23 +176,20 @@ impl CaService {
     pub fn check_request(&self, name: &str, body: &[u8]) -> Result<PendingRequest, CaError> {
         let name = Certname::parse(name)?;
         let csr = Csr::from_pem(body)?;
+        let admission = self.store.admission(&name, self.settings.max_pending_requests)?;
         let mut resubmitted_from = None;
         if !self.settings.allow_duplicate_certs {
-            match self.store.existing(&name)? {
-                None => {}
-                Some(Existing::Request) => match self.store.request(&name)? {
-                    Some(stored) if same_key(&stored, &csr) => resubmitted_from = Some(stored),
-                    _ => return Err(self.duplicate(&name, Existing::Request)),
-                },
-                Some(existing) => return Err(self.duplicate(&name, existing)),
+            match (admission.existing, admission.request) {
+                (None, _) => {}
+                (Some(Existing::Request), Some(stored)) if same_key(&stored, &csr) => {
+                    resubmitted_from = Some(stored);
+                }
+                (Some(existing), _) => return Err(self.duplicate(&name, existing)),
             }
         }
         policy::check_subject(&name, &csr).map_err(CaError::Rejected)?;
-        if resubmitted_from.is_none() {
-            let pending = self.store.pending_count()?;
-            if pending >= self.settings.max_pending_requests {
-                return Err(CaError::TooManyPending(pending));
-            }
+        if resubmitted_from.is_none() && admission.pending >= self.settings.max_pending_requests {
+            return Err(CaError::TooManyPending(admission.pending));
         }
         Ok(PendingRequest { name, csr, submitted: body.to_vec(), resubmitted_from })
     }

@@ -35,6 +35,16 @@ pub enum Existing {
     Certificate,
 }
 
+/// What a name holds when a CSR for it arrives, and the pending requests (counted up to a
+/// limit).
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub existing: Option<Existing>,
+    /// The pending request, when `existing` is a request.
+    pub request: Option<Vec<u8>>,
+    pub pending: usize,
+}
+
 /// How a certificate came to be issued.
 #[derive(Debug, Clone, Copy)]
 pub enum IssueFrom<'a> {
@@ -100,6 +110,17 @@ pub trait CaStore: Send + Sync + 'static {
     fn certificates(&self) -> Result<Vec<(Certname, Vec<u8>)>, StoreError>;
     fn requests(&self) -> Result<Vec<(Certname, Vec<u8>)>, StoreError>;
     fn pending_count(&self) -> Result<usize, StoreError>;
+
+    /// What a CSR submission checks, in one go: what the name holds (with its pending request)
+    /// and how many requests are pending, counted up to `limit`.
+    fn admission(&self, name: &Certname, limit: usize) -> Result<Admission, StoreError> {
+        let existing = self.existing(name)?;
+        let request = match existing {
+            Some(Existing::Request) => self.request(name)?,
+            _ => None,
+        };
+        Ok(Admission { existing, request, pending: self.pending_count()?.min(limit) })
+    }
 
     /// Saves a request. Unless `overwrite`, fails with `Conflict` when the name has a request
     /// or a certificate — checked under the lock, so two CA processes cannot both save.

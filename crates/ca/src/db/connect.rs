@@ -1,6 +1,6 @@
-//! Reaching PostgreSQL: the settings, a bounded pool of connections (each checked before use,
-//! so that after a failover a dead primary's connections are dropped and new ones find the
-//! new primary), TLS when the URL asks for it, and which errors mean "unavailable now".
+//! Reaching PostgreSQL: the settings, a bounded pool of connections (one that failed or timed
+//! out is dropped, so that after a failover new ones find the new primary), TLS when the URL
+//! asks for it, and which errors mean "unavailable now".
 
 use std::{path::PathBuf, str::FromStr, sync::Arc, time::Duration};
 
@@ -79,7 +79,9 @@ pub(super) fn pool(settings: &DbSettings) -> Result<Pool, StoreError> {
     let manager = Manager::from_config(
         config,
         tls,
-        ManagerConfig { recycling_method: RecyclingMethod::Verified },
+        // Fast: reused as they are. A connection that may be hung or inside a transaction is
+        // never returned to the pool (`PgStore::run_once`), so no check per use is needed.
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
     );
     Pool::builder(manager)
         .max_size(settings.pool_size)

@@ -12,7 +12,9 @@ use super::{
 };
 use crate::{
     audit::AuditEvent,
-    store::{CaStore, CrlUpdateFailure, CrlUpdateFn, Existing, IssueFrom, Stamped, StoreError},
+    store::{
+        Admission, CaStore, CrlUpdateFailure, CrlUpdateFn, Existing, IssueFrom, Stamped, StoreError,
+    },
 };
 
 fn name_of(row: &tokio_postgres::Row) -> Result<Certname, StoreError> {
@@ -164,6 +166,21 @@ impl CaStore for PgStore {
         })
     }
 
+    fn admission(&self, name: &Certname, limit: usize) -> Result<Admission, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(async |client| {
+            let row = one(&*client, sql::ADMISSION, &[&name.as_str(), &limit]).await?;
+            let (request, has_cert): (Option<Vec<u8>>, bool) = (row.get(0), row.get(1));
+            let existing = match (has_cert, request.is_some()) {
+                (true, _) => Some(Existing::Certificate),
+                (false, true) => Some(Existing::Request),
+                (false, false) => None,
+            };
+            let pending = usize::try_from(row.get::<_, i64>(2)).unwrap_or(usize::MAX);
+            Ok(Admission { existing, request: request.filter(|_| !has_cert), pending })
+        })
+    }
+
     fn pending_count(&self) -> Result<usize, StoreError> {
         self.run(async |client| {
             let count: i64 = one(&*client, sql::PENDING_COUNT, &[]).await?.get(0);
@@ -217,8 +234,9 @@ impl CaStore for PgStore {
         Ok(Serial::from_random(bytes))
     }
 
-    /// One transaction: the name's lock, the duplicate check, then the certificate, the current
-    /// pointer, the request's removal and the audit row, sent together.
+    /// One transaction in two round trips: BEGIN, the name's lock and what it holds; then
+    /// (the duplicate check passed) the certificate, the current pointer, the request's
+    /// removal, the audit row and COMMIT, which rolls everything back if a write failed.
     fn store_issued(
         &self,
         name: &Certname,
@@ -232,40 +250,51 @@ impl CaStore for PgStore {
         let kind = if matches!(from, IssueFrom::Renewal) { "renew" } else { "sign" };
         let row = AuditRow::of(audit);
         let name_text = name.as_str();
+        let v = &issued.validity;
+        let pem = issued.pem.as_bytes();
+        type Param<'p> = &'p (dyn tokio_postgres::types::ToSql + Sync);
+        let cert_row: [Param<'_>; 7] =
+            [&serial, &name_text, &pem, &v.not_before, &v.not_after, &node, &kind];
+        let current_row: [Param<'_>; 2] = [&name_text, &serial];
+        let audit_row: [Param<'_>; 6] =
+            [&node, &row.actor, &row.action, &row.certname, &row.serial, &row.detail];
+        let remove_request = matches!(from, IssueFrom::Request(_));
         self.run(async |client| {
-            let tx = client.transaction().await?;
-            exec(&tx, sql::LOCK_NAME, &[&name_text]).await?;
-            let state = one(&tx, sql::NAME_STATE, &[&name_text]).await?;
-            let (request, has_cert): (Option<Vec<u8>>, bool) = (state.get(0), state.get(1));
-            check_name(name, from, overwrite, request.as_deref(), has_cert)?;
-            let v = &issued.validity;
-            let pem = issued.pem.as_bytes();
-            type Param<'p> = &'p (dyn tokio_postgres::types::ToSql + Sync);
-            let cert_row: [Param<'_>; 7] =
-                [&serial, &name_text, &pem, &v.not_before, &v.not_after, &node, &kind];
-            let current_row: [Param<'_>; 2] = [&name_text, &serial];
-            let audit_row: [Param<'_>; 6] =
-                [&node, &row.actor, &row.action, &row.certname, &row.serial, &row.detail];
-            // Prepared first, then sent together in this order (a statement already prepared
-            // would otherwise overtake one still being prepared).
-            let (insert_cert, upsert_current, delete_request, insert_audit) = tokio::try_join!(
-                tx.prepare_cached(sql::INSERT_CERT),
-                tx.prepare_cached(sql::UPSERT_CURRENT),
-                tx.prepare_cached(sql::DELETE_REQUEST),
-                tx.prepare_cached(sql::INSERT_AUDIT),
+            // Every statement prepared (cached on the connection) before any is sent, so that
+            // they go out in the order written.
+            let (lock, state, insert_cert, upsert_current, delete_request, insert_audit) = tokio::try_join!(
+                client.prepare_cached(sql::LOCK_NAME),
+                client.prepare_cached(sql::NAME_STATE),
+                client.prepare_cached(sql::INSERT_CERT),
+                client.prepare_cached(sql::UPSERT_CURRENT),
+                client.prepare_cached(sql::DELETE_REQUEST),
+                client.prepare_cached(sql::INSERT_AUDIT),
             )?;
-            let remove_request = matches!(from, IssueFrom::Request(_));
-            let (cert, current, removed, audited) = tokio::join!(
-                tx.execute(&insert_cert, &cert_row),
-                tx.execute(&upsert_current, &current_row),
+            let by_name: [Param<'_>; 1] = [&name_text];
+            let (begun, locked, state) = tokio::join!(
+                client.batch_execute("BEGIN"),
+                client.execute(&lock, &by_name),
+                client.query_one(&state, &by_name),
+            );
+            let checked = begun.and(locked).and(state).map_err(StoreError::from).and_then(|state| {
+                check_name(name, from, overwrite, state.get::<_, Option<Vec<u8>>>(0).as_deref(), state.get(1))
+            });
+            if let Err(e) = checked {
+                client.batch_execute("ROLLBACK").await?;
+                return Err(e);
+            }
+            let (cert, current, removed, audited, committed) = tokio::join!(
+                client.execute(&insert_cert, &cert_row),
+                client.execute(&upsert_current, &current_row),
                 async {
                     if remove_request {
-                        tx.execute(&delete_request, &[&name_text]).await
+                        client.execute(&delete_request, &by_name).await
                     } else {
                         Ok(0)
                     }
                 },
-                tx.execute(&insert_audit, &audit_row),
+                client.execute(&insert_audit, &audit_row),
+                client.batch_execute("COMMIT"),
             );
             if let Err(e) = cert {
                 if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
@@ -276,7 +305,7 @@ impl CaStore for PgStore {
             current?;
             removed?;
             audited?;
-            tx.commit().await?;
+            committed?;
             Ok(())
         })?;
         self.remember(name_text, Stamped::new(issued.pem.clone().into_bytes(), SystemTime::now()));

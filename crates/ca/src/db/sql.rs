@@ -72,6 +72,9 @@ pub(super) const REQUEST: &str = "SELECT pem FROM ca_request WHERE certname = $1
 pub(super) const ALL_REQUESTS: &str = "SELECT certname, pem FROM ca_request ORDER BY certname";
 pub(super) const PENDING_COUNT: &str = "SELECT count(*) FROM ca_request";
 pub(super) const EXPIRED_SERIALS: &str = "SELECT serial FROM ca_cert WHERE not_after < $1";
+/// A CSR's admission: the name's pending request, whether it has a certificate, and the
+/// pending requests counted up to $2.
+pub(super) const ADMISSION: &str = "SELECT (SELECT pem FROM ca_request WHERE certname = $1), EXISTS (SELECT 1 FROM ca_current WHERE certname = $1), (SELECT count(*) FROM (SELECT 1 FROM ca_request LIMIT $2) s)";
 /// What the name holds: its pending request (if any) and whether it has a certificate.
 pub(super) const NAME_STATE: &str = "SELECT (SELECT pem FROM ca_request WHERE certname = $1), EXISTS (SELECT 1 FROM ca_current WHERE certname = $1)";
 
