@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
-# crossbar's main job: the seed's topology on one machine, with real Puppet pieces.
+# crossbar's main job: the seed's topology with real Puppet pieces, every role on a host of its
+# own (Linux network namespaces on a private bridge; needs root):
+#
+#   client (real Puppet 7 agents)
+#      │ VIP 10.77.0.50 (keepalived, examples/seed-topology/keepalived.conf)
+#   lb1, lb2: crossbar [lb] ──HTTP──> ca1, ca2: crossbar [ca], active/active ──> db (PostgreSQL)
+#                       │                                                   └─> db2 (replica)
+#                       └──HTTP──> compiler1, compiler2: real puppetserver 7 (Debian)
+#
+# Installs what it needs, builds crossbar, brings the hosts up, bootstraps real agents through
+# the VIP, then makes every single machine fail in turn while agents run (each LB killed, cut
+# off and frozen; a compiler, a CA node and the database primary cut off, the replica promoted),
+# printing which compiler served each run and what each failure cost, and a revocation made on
+# ca1 refused by both LBs. With a terminal it waits for Enter before tearing down.
+#
+# Without root (no network namespaces) it says so and runs the one-host topology instead:
 #
 #   agents ──TLS──> crossbar LB ──HTTP──> crossbar CA primary ┐ one CA directory
 #                        │            └─> crossbar CA standby ┘ (hot standby, status=+H)
 #                        └──HTTP──> puppetserver compiler1, compiler2 (real, Debian 7.9)
 #
-# Installs what it needs, builds crossbar, brings the topology up, runs real Puppet 7 agents
-# through it (bootstrap, then `puppet agent -t`), kills a compiler to show that no run fails,
-# revokes an agent, and prints which compiler served each run, what the backends were told
-# (X-Client-Verify), and where the admin endpoint is. Everything lives in $DEMO_DIR
-# (default /tmp/crossbar-demo). With a terminal it waits for Enter before tearing down.
+# (DEMO_ONE_HOST=1 chooses it.) Everything of the one-host run lives in $DEMO_DIR (default
+# /tmp/crossbar-demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -18,6 +30,16 @@ source scripts/lib/compiler.sh
 ./scripts/install-deps.sh
 cargo build --release --locked -p crossbar
 crossbar="$root/target/release/crossbar"
+
+probe="xbdemo$$"
+if [ "${DEMO_ONE_HOST:-}" != 1 ] && ip netns add "$probe" 2>/dev/null; then
+  ip netns del "$probe"
+  cargo build --release --locked -p testkit --bin crossbar-site
+  wait_flag=()
+  if [ -t 0 ]; then wait_flag=(--wait); fi
+  exec "$root/target/release/crossbar-site" --crossbar "$crossbar" "${wait_flag[@]}"
+fi
+echo "demo: network namespaces cannot be made here (they need root): running the one-host topology" >&2
 
 demo=${DEMO_DIR:-/tmp/crossbar-demo}
 rm -rf "$demo"; mkdir -p "$demo"; cd "$demo"

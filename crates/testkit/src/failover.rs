@@ -230,7 +230,50 @@ struct Scenario<'a> {
     loops: AgentLoops,
     agents: usize,
     outcomes: Vec<Outcome>,
+    events: Vec<(Instant, String)>,
+    extra_runs: Vec<Run>,
     log: &'a mut dyn FnMut(&str),
+}
+
+/// Everything a scenario did: each event's outcome, when it happened, and every run.
+pub struct Report {
+    pub outcomes: Vec<Outcome>,
+    pub events: Vec<(Instant, String)>,
+    pub runs: Vec<Run>,
+}
+
+impl Report {
+    /// Runs and events in time order, from `origin`: which compiler served each run, and
+    /// where each event fell among them.
+    pub fn timeline(&self, origin: Instant) -> String {
+        let mut lines: Vec<(Instant, String)> = self
+            .runs
+            .iter()
+            .map(|r| {
+                let what = if r.ok {
+                    format!("ok      on {}", r.compiled_by.as_deref().unwrap_or("?"))
+                } else {
+                    "FAILED".to_owned()
+                };
+                (
+                    r.started,
+                    format!(
+                        "{:<32} run {what} ({:.1} s)",
+                        r.agent,
+                        r.ended.duration_since(r.started).as_secs_f64()
+                    ),
+                )
+            })
+            .chain(self.events.iter().map(|(at, e)| (*at, format!("── {e}"))))
+            .collect();
+        lines.sort_by_key(|(at, _)| *at);
+        lines
+            .into_iter()
+            .map(|(at, text)| {
+                format!("{:>7.1} s  {text}\n", at.saturating_duration_since(origin).as_secs_f64())
+            })
+            .collect()
+    }
 }
 
 impl Scenario<'_> {
@@ -249,6 +292,8 @@ impl Scenario<'_> {
         }
         let from = self.probe.first_success_since(at).unwrap_or(at);
         self.loops.wait_for_runs_after(from, self.agents, Duration::from_secs(180));
+        self.events.push((at, event.to_owned()));
+        self.extra_runs.extend(extra.iter().cloned());
         let mut runs = self.loops.runs();
         runs.extend(extra);
         let outcome = Outcome::measure(event, at, before, site, &self.probe, &runs);
@@ -292,12 +337,20 @@ pub fn new_agents(site: &Site, prefix: &str, count: usize) -> Vec<Run> {
 /// Runs the failures of the multi-host design in turn, with `agents` running throughout;
 /// `log` hears each step. Each failure is repaired before the next (the VIP stays where it
 /// moved). Returns every outcome.
-pub fn run_all(site: &mut Site, agents: Vec<Agent>, log: &mut dyn FnMut(&str)) -> Vec<Outcome> {
+pub fn run_all(site: &mut Site, agents: Vec<Agent>, log: &mut dyn FnMut(&str)) -> Report {
     let count = agents.len();
     let probe = Probe::start(site);
     let loops = AgentLoops::start(agents);
     loops.wait_for_runs_after(Instant::now(), count, Duration::from_secs(180));
-    let mut scenario = Scenario { probe, loops, agents: count, outcomes: Vec::new(), log };
+    let mut scenario = Scenario {
+        probe,
+        loops,
+        agents: count,
+        outcomes: Vec::new(),
+        events: Vec::new(),
+        extra_runs: Vec::new(),
+        log,
+    };
 
     // The LB holding the VIP: killed, cut off, frozen. After each, it comes back and the VIP
     // stays where it went (nopreempt).
@@ -347,10 +400,11 @@ pub fn run_all(site: &mut Site, agents: Vec<Agent>, log: &mut dyn FnMut(&str)) -
     let fresh = new_agents(site, "after-db-failover", 2);
     scenario.settle(site, "db: link cut, db2 promoted", at, site.vip_holder(), fresh);
 
-    let Scenario { probe, loops, outcomes, .. } = scenario;
-    drop(loops.stop());
+    let Scenario { probe, loops, outcomes, events, extra_runs, .. } = scenario;
+    let mut runs = loops.stop();
+    runs.extend(extra_runs);
     drop(probe);
-    outcomes
+    Report { outcomes, events, runs }
 }
 
 /// Revokes `certname` through ca1 (its offline CLI, on the database) and measures how long

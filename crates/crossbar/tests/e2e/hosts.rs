@@ -34,10 +34,16 @@ fn losing_any_one_machine_fails_no_agent_run() {
         let out = agent.bootstrap(LB_PORT);
         assert!(out.status.success(), "bootstrap through the VIP: {}", output_text(&out));
     }
-    let outcomes = failover::run_all(&mut site, agents, &mut |m| eprintln!("failover: {m}"));
-    eprintln!("first VIP holder: {first}\n{}", failover::table(&outcomes));
+    let started = std::time::Instant::now();
+    let report = failover::run_all(&mut site, agents, &mut |m| eprintln!("failover: {m}"));
+    let outcomes = &report.outcomes;
+    eprintln!(
+        "first VIP holder: {first}\n{}\n{}",
+        report.timeline(started),
+        failover::table(outcomes)
+    );
     assert_eq!(outcomes.len(), 9, "every event ran: {outcomes:#?}");
-    for outcome in &outcomes {
+    for outcome in outcomes {
         let event = &outcome.event;
         assert!(
             outcome.recovered_after.is_some(),
