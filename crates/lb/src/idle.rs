@@ -46,9 +46,16 @@ const IDLE: u8 = ANSWERED | FLUSHED | WAITING;
 pub(crate) struct Activity {
     in_flight: AtomicU32,
     events: AtomicU8,
+    /// A request has started on this connection.
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
+    /// Whether any request has started on this connection (a fresh one has had none yet).
+    pub(crate) fn has_started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
     /// True when hyper has answered every request, flushed, and is waiting for the next one.
     pub(crate) fn is_idle(&self) -> bool {
         self.in_flight.load(Ordering::Relaxed) == 0 && self.events.load(Ordering::Relaxed) == IDLE
@@ -57,6 +64,7 @@ impl Activity {
     /// Marks a request as started; it ends when the returned guard is dropped (the guard
     /// travels with the response body, which hyper drops once it has written all of it).
     pub(crate) fn start_request(self: &Arc<Self>) -> InFlight {
+        self.started.store(true, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
     }

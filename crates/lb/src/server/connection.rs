@@ -48,6 +48,11 @@ pub(super) struct Connection {
     pub(super) idle_park: Duration,
 }
 
+/// How long a connection accepted just before a shutdown (or a revocation) may take to send
+/// its first request: a client that connected is about to send one, and closing under it
+/// would fail that request (an agent's run, during a restart).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
+
 /// What a connection does after hyper has stopped serving it.
 enum AfterServing {
     /// hyper went idle and was taken off; the stream waits for the next request.
@@ -63,6 +68,13 @@ enum AfterServing {
     Gone,
 }
 
+/// Why a connection is closed before the client ends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseReason {
+    Stopping,
+    Revoked,
+}
+
 /// Why the connection should be closed, if it should: the listener is stopping, or a new CRL
 /// revokes the client's certificate.
 struct CloseWatch {
@@ -73,13 +85,14 @@ struct CloseWatch {
 }
 
 impl CloseWatch {
-    /// Resolves once the connection must close (and never after that: `closing` stays set).
-    async fn must_close(&mut self, metrics: &Metrics, peer: SocketAddr) {
+    /// Resolves once the connection must close, with why (and never after that: `closing`
+    /// stays set).
+    async fn must_close(&mut self, metrics: &Metrics, peer: SocketAddr) -> CloseReason {
         loop {
             tokio::select! {
                 Ok(()) = self.stopped.changed(), if !self.closing => {
                     self.closing = true;
-                    return;
+                    return CloseReason::Stopping;
                 }
                 Ok(()) = self.snapshots.changed(), if !self.closing && self.serial.is_some() => {
                     let crl = self.snapshots.borrow_and_update().crl.clone();
@@ -88,7 +101,7 @@ impl CloseWatch {
                             tracing::info!(client = %peer, "closing a live connection: its client certificate is now revoked");
                             metrics.connections_closed_revoked.fetch_add(1, Ordering::Relaxed);
                             self.closing = true;
-                            return;
+                            return CloseReason::Revoked;
                         }
                     }
                 }
@@ -168,6 +181,9 @@ impl Connection {
         let mut connection = self.http.serve_connection(TokioIo::new(io), service);
         let mut went_idle = false;
         let mut idle_for = IdleTimer::new(self.idle_park);
+        // Set when the connection must close before its first request has started: that
+        // request (sent right after the handshake, usually already on its way) is served first.
+        let mut first_request_grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let result = loop {
             let closing = watch.closing;
             tokio::select! {
@@ -188,7 +204,17 @@ impl Connection {
                     went_idle = true;
                     Pin::new(&mut connection).graceful_shutdown();
                 }) => break result,
-                () = watch.must_close(&self.state.metrics, self.peer), if !closing => {
+                reason = watch.must_close(&self.state.metrics, self.peer), if !closing => {
+                    // A revoked client gets nothing more; a stopping LB serves a fresh
+                    // connection's first request.
+                    if reason == CloseReason::Revoked || activity.has_started() {
+                        Pin::new(&mut connection).graceful_shutdown();
+                    } else {
+                        first_request_grace = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST_GRACE)));
+                    }
+                }
+                () = async { if let Some(grace) = first_request_grace.as_mut() { grace.await } }, if first_request_grace.is_some() => {
+                    first_request_grace = None;
                     Pin::new(&mut connection).graceful_shutdown();
                 }
             }
@@ -231,7 +257,7 @@ impl Connection {
                     false
                 }
             },
-            () = watch.must_close(metrics, self.peer), if !watch.closing => false,
+            _ = watch.must_close(metrics, self.peer), if !watch.closing => false,
         };
         metrics.connections_parked.fetch_sub(1, Ordering::Relaxed);
         if woke {
