@@ -89,7 +89,74 @@ pub fn router(state: State) -> Router {
         // Bodies are bounded by `extract::LimitedBody`, which drains what it refuses.
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn(puppet_version_header))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
+}
+
+/// The CA's admin routes (`[ca] admin_listen`): `/metrics`, Prometheus text.
+pub fn admin_router(state: State) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(state)
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> Response {
+    let service = state.service();
+    let gauges = tokio::task::spawn_blocking(move || {
+        let crl = service.crl().ok();
+        crate::metrics::Gauges {
+            pending: service.store().pending_count().ok(),
+            crl_number: crl.as_ref().map(|c| c.number),
+            crl_next_update: crl.and_then(|c| c.next_update).map(|t| t.unix_timestamp()),
+        }
+    })
+    .await
+    .unwrap_or(crate::metrics::Gauges {
+        pending: None,
+        crl_number: None,
+        crl_next_update: None,
+    });
+    let text = state.service().metrics().encode(&gauges);
+    let mut response = Response::new(text.into());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// Counts every answered request by endpoint (the route's name after its prefix, with the
+/// method) and status.
+async fn count_requests(
+    axum::extract::State(state): axum::extract::State<State>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let endpoint = endpoint_name(
+        request.method(),
+        request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(axum::extract::MatchedPath::as_str),
+    );
+    let response = next.run(request).await;
+    state.service().metrics().request(&endpoint, response.status().as_u16());
+    response
+}
+
+/// `PUT certificate_request` for `/puppet-ca/v1/certificate_request/{subject}` (and the
+/// legacy `/{environment}/…` form); `status` for the status routes; `other` for the rest.
+fn endpoint_name(method: &http::Method, matched: Option<&str>) -> String {
+    let name = match matched {
+        Some(path) if path.starts_with("/status/") => "status",
+        Some(path) => {
+            let rest = path
+                .strip_prefix("/puppet-ca/v1/")
+                .or_else(|| path.strip_prefix("/{environment}/"))
+                .unwrap_or("other");
+            rest.split("/{").next().unwrap_or(rest)
+        }
+        None => "other",
+    };
+    format!("{method} {name}")
 }
 
 fn v1_routes(prefix: &str) -> Router<State> {
@@ -119,7 +186,12 @@ async fn blocking<T: Send + 'static>(
     op: impl FnOnce(&CaService) -> Result<T, CaError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let service = state.service();
+    let metrics = service.metrics().clone();
     match tokio::task::spawn_blocking(move || op(&service)).await {
+        Ok(Err(CaError::Store(e))) => {
+            metrics.store_error(&e);
+            Err(ApiError::from(CaError::Store(e)))
+        }
         Ok(result) => result.map_err(ApiError::from),
         Err(e) => Err(ApiError::Internal(format!("CA task failed: {e}"))),
     }

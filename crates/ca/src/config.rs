@@ -16,6 +16,9 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub struct FileCaConfig {
     pub listen: SocketAddr,
+    /// Plain-HTTP admin endpoints of the CA role (`/metrics`); keep it on loopback.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
     pub cadir: PathBuf,
     #[serde(default)]
     pub autosign: FileAutosign,
@@ -124,6 +127,7 @@ const MAX_PENDING: usize = 10_000_000;
 #[derive(Debug, Clone)]
 pub struct CaConfig {
     pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
     pub cadir: PathBuf,
     /// The database store, when `database` is set.
     pub database: Option<crate::db::DbSettings>,
@@ -200,6 +204,7 @@ impl TryFrom<FileCaConfig> for CaConfig {
         }
         Ok(Self {
             listen: file.listen,
+            admin_listen: file.admin_listen,
             cadir: file.cadir,
             database,
             autosign,

@@ -19,6 +19,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod fs;
+pub mod metrics;
 pub mod service;
 pub mod setup;
 pub mod store;

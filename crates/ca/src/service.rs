@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use crate::{
     audit::{Action, Actor, AuditEvent},
     error::CaError,
+    metrics::CaMetrics,
     store::{CaStore, Existing, IssueFrom, StoreError},
 };
 
@@ -141,6 +142,7 @@ pub struct CaService {
     store: Arc<dyn CaStore>,
     signer: CaSigner,
     settings: CaSettings,
+    metrics: Arc<CaMetrics>,
 }
 
 impl CaService {
@@ -156,7 +158,17 @@ impl CaService {
             .next()
             .ok_or_else(|| CaError::Setup("ca_crt.pem holds no certificate".into()))?;
         let signer = CaSigner::new(first, key).map_err(|e| CaError::Setup(e.to_string()))?;
-        Ok(Self { store, signer, settings })
+        Ok(Self { store, signer, settings, metrics: Arc::default() })
+    }
+
+    /// Counts into `metrics` (a reloaded service keeps counting where the last one stopped).
+    pub fn with_metrics(mut self, metrics: Arc<CaMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<CaMetrics> {
+        &self.metrics
     }
 
     pub fn store(&self) -> &Arc<dyn CaStore> {
@@ -361,6 +373,7 @@ impl CaService {
         let ttl = ttl.unwrap_or(self.settings.cert_ttl);
         let validity = Validity::puppet(OffsetDateTime::now_utc(), ttl);
         let overwrite = self.settings.allow_duplicate_certs;
+        let started = std::time::Instant::now();
         for _ in 0..SERIAL_ATTEMPTS {
             let serial = self.store.reserve_serial()?;
             let issued = self.signer.issue(request, serial, validity)?;
@@ -376,6 +389,8 @@ impl CaService {
                     other?;
                     tracing::info!(certname = %request.name, serial = %issued.serial, "signed certificate");
                     event.log();
+                    self.metrics.event(event.action, &event.actor);
+                    self.metrics.signing_took(started.elapsed());
                     return Ok(issued);
                 }
             }
@@ -387,6 +402,7 @@ impl CaService {
     /// undo the write it records (the log line stays).
     fn audit(&self, event: AuditEvent) {
         event.log();
+        self.metrics.event(event.action, &event.actor);
         if let Err(e) = self.store.record(&event) {
             tracing::warn!(error = %e, action = event.action.as_str(), "could not keep an audit event in the store");
         }

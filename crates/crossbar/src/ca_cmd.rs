@@ -39,7 +39,16 @@ fn run_offline(command: CaCommand) -> anyhow::Result<u8> {
         CaCommand::Setup { cadir, ca_name, key, ttl, database } => {
             setup(&cadir, &ca_name, &key, &ttl, database.as_deref())
         }
-        CaCommand::Generate { cadir, certname, dns_alt_names, out, ca_admin, key, database } => {
+        CaCommand::Generate {
+            cadir,
+            certname,
+            dns_alt_names,
+            out,
+            file_name,
+            ca_admin,
+            key,
+            database,
+        } => {
             let target = Target {
                 cadir: Some(cadir),
                 config: None,
@@ -49,11 +58,12 @@ fn run_offline(command: CaCommand) -> anyhow::Result<u8> {
                 key: None,
                 cacert: None,
             };
+            let files = offline::Files { dir: &out, name: file_name.as_deref() };
             offline::generate(
                 &open_offline(&target)?,
                 &certname,
                 &dns_alt_names,
-                &out,
+                &files,
                 ca_admin,
                 &key,
             )

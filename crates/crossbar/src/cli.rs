@@ -33,6 +33,13 @@ pub enum Command {
     /// The agent-fleet simulator (load generator) and crypto ceilings.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Write the man pages and shell completions (bash, zsh, fish) made from this command
+    /// line's definition into a directory (for packaging).
+    #[command(hide = true)]
+    Docs {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// A stub compiler (a test double for benchmarks of the LB): canned /puppet/v3 answers.
     StubCompiler {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -259,6 +266,10 @@ pub enum CaCommand {
         /// Where to write <certname>.pem, <certname>.key and ca_crt.pem.
         #[arg(long, default_value = ".")]
         out: PathBuf,
+        /// Name the files <NAME>.pem and <NAME>.key instead (e.g. `lb`, as the packaged
+        /// config expects).
+        #[arg(long, value_name = "NAME")]
+        file_name: Option<String>,
         /// Add pp_cli_auth, so this certificate may use the CA admin API (as puppetserver's own).
         #[arg(long)]
         ca_admin: bool,

@@ -20,6 +20,15 @@ struct FileConfig {
 pub struct FileLog {
     /// A tracing filter, e.g. `info` or `info,crossbar::access=warn`; RUST_LOG overrides it.
     pub level: Option<String>,
+    /// `text` (the default) or `json`: one JSON object per line, for log shippers.
+    pub format: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// The checked configuration.
@@ -28,6 +37,7 @@ pub struct Config {
     pub ca: Option<ca::config::CaConfig>,
     pub lb: Option<lb::LbConfig>,
     pub log_level: String,
+    pub log_format: LogFormat,
 }
 
 /// Reads and checks `path`; every error names the file and the key at fault.
@@ -49,5 +59,12 @@ pub fn load(path: &Path) -> anyhow::Result<Config> {
         .map(lb::LbConfig::try_from)
         .transpose()
         .with_context(|| format!("in {}", path.display()))?;
-    Ok(Config { ca, lb, log_level: file.log.level.unwrap_or_else(|| "info".into()) })
+    let log_format = match file.log.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            bail!("in {}: [log] format = {other:?}: use \"text\" or \"json\"", path.display())
+        }
+    };
+    Ok(Config { ca, lb, log_level: file.log.level.unwrap_or_else(|| "info".into()), log_format })
 }

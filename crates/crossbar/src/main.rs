@@ -11,8 +11,10 @@ mod check;
 mod cli;
 mod client;
 mod config;
+mod docs;
 mod serve;
 mod sim_cmd;
+mod systemd;
 
 use std::process::ExitCode;
 
@@ -21,6 +23,11 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     raise_fd_limit();
+    // Before any thread starts: taking the sockets edits the environment.
+    let activated = match &cli.command {
+        cli::Command::Serve { .. } => systemd::Activated::from_env(),
+        _ => systemd::Activated::none(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -28,7 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, activated)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("crossbar: {}", chain_text(&e));
@@ -51,12 +58,12 @@ fn chain_text(error: &anyhow::Error) -> String {
     text
 }
 
-async fn run(command: cli::Command) -> anyhow::Result<u8> {
+async fn run(command: cli::Command, activated: systemd::Activated) -> anyhow::Result<u8> {
     match command {
         cli::Command::Serve { config: path } => {
             let config = config::load(&path)?;
-            init_logging(&config.log_level);
-            serve::run(&path, config).await?;
+            init_logging(&config.log_level, config.log_format);
+            serve::run(&path, config, activated).await?;
             Ok(0)
         }
         cli::Command::Check { config } => {
@@ -68,15 +75,20 @@ async fn run(command: cli::Command) -> anyhow::Result<u8> {
             Ok(0)
         }
         cli::Command::Ca(command) => {
-            init_logging("warn");
+            init_logging("warn", config::LogFormat::Text);
             ca_cmd::run(command).await
         }
         cli::Command::Sim(command) => {
-            init_logging("warn");
+            init_logging("warn", config::LogFormat::Text);
             sim_cmd::run(command).await
         }
+        cli::Command::Docs { out } => {
+            docs::write(&out)?;
+            println!("man pages and completions written under {}", out.display());
+            Ok(0)
+        }
         cli::Command::StubCompiler { listen, catalog_delay, other_delay, catalog_kib } => {
-            init_logging("warn");
+            init_logging("warn", config::LogFormat::Text);
             sim_cmd::stub(listen, &catalog_delay, &other_delay, catalog_kib).await
         }
     }
@@ -93,15 +105,26 @@ fn raise_fd_limit() {
     }
 }
 
-fn init_logging(default: &str) {
+/// Logs to stderr (the journal under systemd): text, or one JSON object per line with the
+/// event's fields at the top level, its target (`crossbar::access`, `crossbar::audit`, …) and an
+/// RFC 3339 UTC timestamp.
+fn init_logging(default: &str, format: config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colour only on a terminal: log files and journals get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Json => {
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .init();
+        }
+        config::LogFormat::Text => {
+            // Colour only on a terminal: log files and journals get plain text.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            builder.with_ansi(ansi).with_target(false).init();
+        }
+    }
 }

@@ -1,6 +1,8 @@
-//! `crossbar serve`: binds the listeners of the declared roles and runs them; SIGHUP reloads
-//! the config file (a bad file keeps the running configuration), SIGTERM/SIGINT stop accepting
-//! and drain.
+//! `crossbar serve`: binds the listeners of the declared roles (or takes them from systemd's
+//! socket activation) and runs them; SIGHUP reloads the config file (a bad file keeps the
+//! running configuration), SIGTERM/SIGINT stop accepting and drain. Under systemd it says when
+//! it is ready, reloading and stopping, keeps a status line, and feeds the watchdog while the
+//! LB itself is healthy.
 
 use std::{io::Write, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
@@ -11,7 +13,15 @@ use tokio::{
     sync::watch,
 };
 
-use crate::config::{self, Config};
+use crate::{
+    config::{self, Config},
+    systemd::{Activated, Notifier},
+};
+
+/// How often the status line shown by `systemctl status` is refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+/// How long startup waits for the LB to accept before saying ready anyway.
+const READY_WAIT: Duration = Duration::from_secs(30);
 
 /// How often the CA checks whether its CRL nears its nextUpdate, and the margin it keeps.
 const CRL_CHECK_EVERY: Duration = Duration::from_secs(24 * 3600);
@@ -33,13 +43,21 @@ struct RunningCa {
     database: Option<String>,
 }
 
-pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
+pub async fn run(path: &Path, config: Config, mut activated: Activated) -> anyhow::Result<()> {
+    // The LB stops first and drains; the CA stops after it, so that requests the LB is
+    // finishing still reach a CA of this process.
     let (stop, stopped) = watch::channel(false);
+    let (stop_lb, lb_stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let mut lb_task = None;
     let mut running = Running { ca: None, lb: None };
     let mut lb_config = config.lb;
     if let Some(mut ca_config) = config.ca {
-        let listener = bind(ca_config.listen, "ca").await?;
+        let listener = bind(ca_config.listen, "ca", &mut activated).await?;
+        let admin = match ca_config.admin_listen {
+            Some(addr) => Some(bind(addr, "ca admin_listen", &mut activated).await?),
+            None => None,
+        };
         let addr = listener.local_addr()?;
         let secret = local_secret(&mut ca_config, lb_config.is_some())?;
         if let Some(lb) = lb_config.as_mut() {
@@ -51,6 +69,16 @@ pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
         let cadir = ca_config.cadir.clone();
         let database = ca_config.database.as_ref().map(|d| d.url.clone());
         running.ca = Some(RunningCa { state: state.clone(), addr, cadir, secret, database });
+        if let Some(admin) = admin {
+            announce("ca-metrics", "http", admin.local_addr()?);
+            let router = ca::api::admin_router(state.clone());
+            let shutdown = wait_for(stopped.clone());
+            tasks.spawn(async move {
+                if let Err(e) = axum::serve(admin, router).with_graceful_shutdown(shutdown).await {
+                    tracing::error!(error = %e, "CA admin listener failed");
+                }
+            });
+        }
         let router = ca::api::router(state);
         let shutdown = wait_for(stopped.clone());
         tasks.spawn(async move {
@@ -61,9 +89,9 @@ pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
         });
     }
     if let Some(lb_config) = lb_config {
-        let listener = bind(lb_config.listen(), "lb").await?;
+        let listener = bind(lb_config.listen(), "lb", &mut activated).await?;
         let admin = match lb_config.admin_listen() {
-            Some(addr) => Some(bind(addr, "lb admin_listen").await?),
+            Some(addr) => Some(bind(addr, "lb admin_listen", &mut activated).await?),
             None => None,
         };
         let lb = lb::Lb::build(lb_config).context("cannot start the load balancer")?;
@@ -72,10 +100,26 @@ pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
             announce("admin", "http", admin.local_addr()?);
         }
         running.lb = Some(lb.state());
-        tasks.spawn(lb.run(listener, admin, wait_for(stopped.clone())));
+        lb_task = Some(tokio::spawn(lb.run(listener, admin, wait_for(lb_stopped))));
     }
+    for addr in activated.leftover() {
+        tracing::warn!(%addr, "socket activation passed a socket no listener of the config uses");
+    }
+    notify_ready(&running).await;
+    let status = tokio::spawn(report_status(running.lb.clone()));
+    let watchdog = Notifier::watchdog_period()
+        .map(|period| tokio::spawn(feed_watchdog(running.lb.clone(), period)));
     wait_for_stop(path, &running).await?;
     tracing::info!("shutting down: no new connections; draining");
+    Notifier::stopping();
+    status.abort();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    let _ = stop_lb.send(true);
+    if let Some(lb) = lb_task {
+        let _ = lb.await;
+    }
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
@@ -90,12 +134,18 @@ async fn wait_for_stop(path: &Path, running: &Running) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => reload(path, running),
+            _ = hup.recv() => {
+                Notifier::reloading();
+                let outcome = reload(path, running);
+                Notifier::reloaded(&outcome);
+            }
         }
     }
 }
 
-fn reload(path: &Path, running: &Running) {
+/// Applies the config file again; the error says what was refused (the running configuration
+/// stays for that part).
+fn reload(path: &Path, running: &Running) -> Result<(), String> {
     tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
     let config = match config::load(path) {
         Ok(config) => config,
@@ -104,19 +154,23 @@ fn reload(path: &Path, running: &Running) {
                 error = format!("{e:#}"),
                 "the new configuration is invalid; keeping the running one"
             );
-            return;
+            return Err(format!("{e:#}"));
         }
     };
+    let mut refused = Vec::new();
     if let (Some(ca), Some(mut ca_config)) = (&running.ca, config.ca.clone()) {
         if ca_config.access.proxy_secret.is_none() && running.lb.is_some() {
             ca_config.access.proxy_secret = Some(ca.secret.clone());
         }
         match reload_ca(ca, &ca_config) {
             Ok(()) => tracing::info!("CA settings reloaded"),
-            Err(e) => tracing::error!(
-                error = format!("{e:#}"),
-                "CA reload failed; keeping the running settings"
-            ),
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "CA reload failed; keeping the running settings"
+                );
+                refused.push(format!("[ca]: {e:#}"));
+            }
         }
     }
     if running.ca.is_some() != config.ca.is_some() || running.lb.is_some() != config.lb.is_some() {
@@ -128,6 +182,61 @@ fn reload(path: &Path, running: &Running) {
         }
         if let Err(e) = state.reload(lb_config) {
             tracing::error!(error = %e, "LB reload failed; keeping the running configuration");
+            refused.push(format!("[lb]: {e}"));
+        }
+    }
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(refused.join("; "))
+    }
+}
+
+/// `READY=1` once the LB accepts (its first CRL in when it pulls one; the CA is up by now).
+async fn notify_ready(running: &Running) {
+    if let Some(lb) = &running.lb {
+        let deadline = tokio::time::Instant::now() + READY_WAIT;
+        while !lb.is_accepting() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Notifier::ready(&status_line(running.lb.as_deref()));
+}
+
+fn status_line(lb: Option<&lb::LbState>) -> String {
+    lb.map_or_else(|| "ca: serving".to_owned(), lb::LbState::status_line)
+}
+
+/// Keeps `systemctl status` current.
+async fn report_status(lb: Option<Arc<lb::LbState>>) {
+    let mut ticker = tokio::time::interval(STATUS_EVERY);
+    loop {
+        ticker.tick().await;
+        Notifier::status(&status_line(lb.as_deref()));
+    }
+}
+
+/// `WATCHDOG=1` at half the period, only while the LB itself is healthy (its listener accepts
+/// and every worker runtime turns): a wedged process stops feeding and systemd restarts it.
+/// This task runs on the main runtime, which also serves the CA and the admin listeners.
+async fn feed_watchdog(lb: Option<Arc<lb::LbState>>, period: Duration) {
+    let mut ticker = tokio::time::interval(period / 2);
+    let mut starving = false;
+    loop {
+        ticker.tick().await;
+        let problems = lb.as_ref().map(|lb| lb.problems()).unwrap_or_default();
+        if problems.is_empty() {
+            Notifier::watchdog();
+            if starving {
+                tracing::info!("feeding systemd's watchdog again");
+            }
+            starving = false;
+        } else if !starving {
+            tracing::error!(
+                problems = problems.join("; "),
+                "not feeding systemd's watchdog: this LB cannot serve"
+            );
+            starving = true;
         }
     }
 }
@@ -204,9 +313,11 @@ fn reload_ca(running: &RunningCa, config: &ca::config::CaConfig) -> anyhow::Resu
     if config.cadir != running.cadir || database != running.database {
         anyhow::bail!("[ca] cadir or database changed; they take effect on restart");
     }
-    let store = running.state.service().store().clone();
-    let service =
-        ca::CaService::open(store, config.settings.clone()).context("cannot load the CA")?;
+    let running_service = running.state.service();
+    let store = running_service.store().clone();
+    let service = ca::CaService::open(store, config.settings.clone())
+        .context("cannot load the CA")?
+        .with_metrics(running_service.metrics().clone());
     running.state.replace(Arc::new(service), config.autosign.clone(), config.access.clone());
     Ok(())
 }
@@ -226,7 +337,19 @@ async fn keep_crl_fresh(service: Arc<ca::CaService>) {
     }
 }
 
-async fn bind(addr: SocketAddr, role: &str) -> anyhow::Result<TcpListener> {
+/// The listener for `addr`: the socket systemd passed for it, or a new one.
+async fn bind(
+    addr: SocketAddr,
+    role: &str,
+    activated: &mut Activated,
+) -> anyhow::Result<TcpListener> {
+    if let Some(listener) = activated.take(addr) {
+        listener
+            .set_nonblocking(true)
+            .context("socket activation: cannot make a socket non-blocking")?;
+        tracing::info!(%addr, role, "using the socket systemd passed");
+        return TcpListener::from_std(listener).context("socket activation: cannot use a socket");
+    }
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("[{role}] listen = \"{addr}\": cannot bind"))

@@ -32,7 +32,13 @@ pub(crate) async fn serve(
 }
 
 pub(crate) fn router(state: Arc<LbState>) -> Router {
-    Router::new()
+    let router = Router::new();
+    let router = if crate::liveness::debug_wedge_enabled() {
+        router.route("/debug/wedge-worker", post(wedge_worker))
+    } else {
+        router
+    };
+    router
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -70,12 +76,7 @@ async fn readyz(State(state): State<Arc<LbState>>) -> Response {
 }
 
 fn own_problems(state: &LbState) -> Vec<String> {
-    let generation = state.generation();
-    let expects_crl = generation.config.crl_pull.is_some() || generation.config.tls.crl.is_some();
-    let mut problems = state.liveness.problems(std::time::Instant::now());
-    let now = time::OffsetDateTime::now_utc();
-    problems.extend(crate::liveness::tls_problems(&generation.tls.current(), expects_crl, now));
-    problems
+    state.problems()
 }
 
 fn plain(problems: Vec<String>) -> Response {
@@ -85,6 +86,12 @@ fn plain(problems: Vec<String>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", problems.join("\n")))
     };
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// Hidden (`CROSSBAR_DEBUG_WEDGE=1`): wedges one worker, for the liveness tests.
+async fn wedge_worker() -> &'static str {
+    crate::liveness::WEDGE_NEXT_WORKER.store(true, std::sync::atomic::Ordering::SeqCst);
+    "the next worker to beat will block for good\n"
 }
 
 async fn metrics(State(state): State<Arc<LbState>>) -> Response {

@@ -17,6 +17,17 @@ use time::OffsetDateTime;
 
 use crate::tls::TlsSnapshot;
 
+/// Set by the hidden `POST /debug/wedge-worker` admin route (only served with
+/// `CROSSBAR_DEBUG_WEDGE=1` in the environment): the next worker to beat blocks its thread for
+/// good, as a worker stuck in a bug would. Lets the tests see `/healthz` and systemd's
+/// watchdog notice a wedged runtime.
+pub(crate) static WEDGE_NEXT_WORKER: AtomicBool = AtomicBool::new(false);
+
+/// Whether the hidden wedge route is served.
+pub(crate) fn debug_wedge_enabled() -> bool {
+    std::env::var_os("CROSSBAR_DEBUG_WEDGE").is_some_and(|v| v == "1")
+}
+
 /// How often a worker shows it is alive.
 pub(crate) const BEAT: Duration = Duration::from_millis(250);
 /// A worker silent this long is stuck.
@@ -44,6 +55,10 @@ impl Liveness {
         self.accepting.store(accepting, Ordering::Relaxed);
     }
 
+    pub(crate) fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::Relaxed)
+    }
+
     /// A new worker's heartbeat, alive from now.
     pub(crate) fn register_worker(&self) -> Arc<Heartbeat> {
         let heartbeat = Arc::new(Heartbeat(AtomicU64::new(self.millis(Instant::now()))));
@@ -53,8 +68,15 @@ impl Liveness {
         heartbeat
     }
 
-    /// Records a worker's sign of life.
+    /// Records a worker's sign of life (or, when the debug wedge is armed, blocks the caller's
+    /// thread for good without beating again).
     pub(crate) fn beat(&self, heartbeat: &Heartbeat) {
+        if WEDGE_NEXT_WORKER.swap(false, Ordering::SeqCst) {
+            tracing::warn!("debug wedge: this worker's thread now blocks for good");
+            loop {
+                std::thread::park();
+            }
+        }
         heartbeat.0.store(self.millis(Instant::now()), Ordering::Relaxed);
     }
 

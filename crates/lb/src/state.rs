@@ -73,6 +73,46 @@ impl LbState {
         self.generation.load_full()
     }
 
+    /// What keeps this LB itself from serving now (`/healthz`, and what feeds systemd's
+    /// watchdog): the listener, the workers, the certificate, the CRL. Empty when it can.
+    pub fn problems(&self) -> Vec<String> {
+        let generation = self.generation();
+        let expects_crl =
+            generation.config.crl_pull.is_some() || generation.config.tls.crl.is_some();
+        let mut problems = self.liveness.problems(std::time::Instant::now());
+        let now = time::OffsetDateTime::now_utc();
+        problems.extend(crate::liveness::tls_problems(&generation.tls.current(), expects_crl, now));
+        problems
+    }
+
+    /// Whether the listener is accepting connections (serving has begun).
+    pub fn is_accepting(&self) -> bool {
+        self.liveness.is_accepting()
+    }
+
+    /// One line for an operator (`systemctl status`): connections, pools, the CRL.
+    pub fn status_line(&self) -> String {
+        let generation = self.generation();
+        let open = self.metrics.connections_open.load(std::sync::atomic::Ordering::Relaxed);
+        let pools: Vec<String> = generation
+            .proxy
+            .pools()
+            .map(|pool| {
+                let healthy =
+                    pool.members().iter().filter(|m| m.is_healthy() && !m.is_drained()).count();
+                format!("{} {healthy}/{} up", pool.name, pool.members().len())
+            })
+            .collect();
+        let crl = match &generation.tls.current().crl {
+            Some(crl) => {
+                let age = (time::OffsetDateTime::now_utc() - crl.this_update).whole_seconds();
+                format!("CRL #{} ({age} s old)", crl.number)
+            }
+            None => "no CRL".to_owned(),
+        };
+        format!("lb: {open} connections; {}; {crl}", pools.join(", "))
+    }
+
     /// Notified with every new TLS snapshot (new CRLs above all).
     pub(crate) fn snapshots(&self) -> watch::Receiver<Arc<TlsSnapshot>> {
         self.snapshots.subscribe()

@@ -124,13 +124,29 @@ pub struct Crossbar {
     pub child: ChildGuard,
     pub lb: Option<SocketAddr>,
     pub ca: Option<SocketAddr>,
+    /// The LB's admin listener.
     pub admin: Option<SocketAddr>,
+    /// The CA's admin listener (`/metrics`).
+    pub ca_metrics: Option<SocketAddr>,
 }
 
 impl Crossbar {
     /// Writes `config` to `<dir>/<name>.toml`, starts `bin serve`, and waits for its listeners.
     pub fn start(bin: &Path, dir: &Path, name: &str, config: &str) -> Self {
         Self::start_with(Command::new(bin), dir, name, config)
+    }
+
+    /// The same with `env` added to its environment.
+    pub fn start_env(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut command = Command::new(bin);
+        command.envs(env.iter().copied());
+        Self::start_with(command, dir, name, config)
     }
 
     /// The same in `host` of `net`.
@@ -157,10 +173,13 @@ impl Crossbar {
         let lb = config
             .contains("[lb]")
             .then(|| address(&child.wait_for_stdout("lb listening on", timeout)));
-        let admin = config
+        let admin = section(config, "[lb]")
             .contains("admin_listen")
             .then(|| address(&child.wait_for_stdout("admin listening on", timeout)));
-        Self { child, lb, ca, admin }
+        let ca_metrics = section(config, "[ca]")
+            .contains("admin_listen")
+            .then(|| address(&child.wait_for_stdout("ca-metrics listening on", timeout)));
+        Self { child, lb, ca, admin, ca_metrics }
     }
 
     pub fn lb_port(&self) -> u16 {
@@ -170,6 +189,14 @@ impl Crossbar {
     pub fn lb_url(&self) -> String {
         format!("https://localhost:{}", self.lb_port())
     }
+}
+
+/// The lines of one top-level `[section]` of a TOML text (its sub-tables excluded).
+fn section<'a>(config: &'a str, header: &str) -> &'a str {
+    let Some(start) = config.find(header) else { return "" };
+    let rest = &config[start + header.len()..];
+    let end = rest.find("\n[").unwrap_or(rest.len());
+    &rest[..end]
 }
 
 fn address(line: &str) -> SocketAddr {

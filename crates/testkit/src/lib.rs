@@ -12,6 +12,7 @@
 // Test helpers may panic with a clear message: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
+pub mod activation;
 pub mod compiler;
 pub mod failover;
 pub mod fixture;

@@ -73,25 +73,36 @@ pub(super) fn prune(ca: &ca::CaService) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// Issues `<certname>.pem` and `<certname>.key` into `out`, with a copy of the CA bundle.
+/// Where `generate` writes: a directory, and the files' name (the certname unless given).
+pub(super) struct Files<'a> {
+    pub(super) dir: &'a Path,
+    pub(super) name: Option<&'a str>,
+}
+
+/// Issues `<name>.pem` and `<name>.key` into `files.dir`, with a copy of the CA bundle.
 pub(super) fn generate(
     ca: &ca::CaService,
     certname: &str,
     alt_names: &[String],
-    out: &Path,
+    files: &Files<'_>,
     ca_admin: bool,
     key: &str,
 ) -> anyhow::Result<u8> {
+    let out = files.dir;
     let name = Certname::parse(certname).with_context(|| format!("--certname {certname:?}"))?;
+    let base = files.name.map_or_else(|| name.to_string(), str::to_owned);
+    if base.is_empty() || base.contains('/') || base.starts_with('.') {
+        anyhow::bail!("--file-name {base:?}: a plain file name, please");
+    }
     let key = key.parse().with_context(|| format!("--key {key:?}"))?;
     let alt_names = alt_names.iter().filter(|n| !n.is_empty()).map(|n| parse_alt_name(n)).collect();
     let (key_pem, issued) = ca.generate(&name, alt_names, ca_admin, key)?;
     std::fs::create_dir_all(out)
         .with_context(|| format!("--out {}: cannot create", out.display()))?;
     let bundle = ca.store().ca_bundle()?.bytes;
-    let cert_path = out.join(format!("{name}.pem"));
+    let cert_path = out.join(format!("{base}.pem"));
     write(&cert_path, issued.pem.as_bytes(), 0o644)?;
-    write(&out.join(format!("{name}.key")), key_pem.as_bytes(), 0o600)?;
+    write(&out.join(format!("{base}.key")), key_pem.as_bytes(), 0o600)?;
     write(&out.join("ca_crt.pem"), &bundle, 0o644)?;
     println!(
         "Generated a certificate for {name} (serial {}) in {}",

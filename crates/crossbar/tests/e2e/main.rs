@@ -15,6 +15,7 @@ mod hosts;
 mod lb;
 mod puppet8;
 mod puppetserver_dir;
+mod service;
 mod tls_reload;
 
 use std::{path::Path, process::Command};
