@@ -8,9 +8,10 @@ set -euo pipefail
 
 root=${CROSSBAR_DEBIAN12_ROOT:-/var/cache/crossbar/bookworm-base}
 ready="$root/.crossbar-ready"
-packages="systemd man-db ca-certificates"
+# What a freshly installed Debian 12 machine has that a minimal root lacks and crossbar uses.
+packages="systemd man-db ca-certificates procps"
 
-if [ ! -e "$ready" ]; then
+if [ "$(cat "$ready" 2>/dev/null)" != "$packages" ]; then
   command -v debootstrap >/dev/null || { echo "debian12-root: debootstrap is not installed" >&2; exit 1; }
   building="$root.building"
   rm -rf "$building"
@@ -23,7 +24,7 @@ if [ ! -e "$ready" ]; then
   printf '#!/bin/sh\nexit 101\n' > "$building/usr/sbin/policy-rc.d"
   chmod +x "$building/usr/sbin/policy-rc.d"
   chroot "$building" apt-get clean
-  touch "$building/.crossbar-ready"
+  echo "$packages" > "$building/.crossbar-ready"
   rm -rf "$root"
   mv "$building" "$root"
 fi

@@ -4,12 +4,14 @@
 # root with Puppet 8, scripts/puppet8-root.sh), PostgreSQL (the CA's shared store; tests run
 # their own clusters), keepalived (the LB pair's address), OpenSSL (an independent checker of
 # what the CA issues), Apache, HAProxy, nginx and wrk (the LBs and the load generator the
-# benchmark uses), and the tools the scripts call. `--chart` adds matplotlib for the benchmark's PNG.
+# benchmark uses), lintian and systemd-container (the package's checks: lintian, and booting
+# a root with systemd-nspawn), and the tools the scripts call. `--chart` adds matplotlib for the benchmark's PNG.
 # Idempotent: installed packages are skipped, so a second run costs a second.
 set -euo pipefail
 
 packages=(puppet-agent puppetserver openssl curl ca-certificates iproute2 procps util-linux
-          python3 apache2 haproxy nginx debootstrap wrk postgresql keepalived)
+          python3 apache2 haproxy nginx debootstrap wrk postgresql keepalived lintian
+          systemd-container)
 if [ "${1:-}" = --chart ]; then
   packages+=(python3-matplotlib hyperfine)
 fi

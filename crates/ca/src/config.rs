@@ -264,7 +264,9 @@ fn database(file: &FileCaConfig) -> Result<Option<crate::db::DbSettings>, CaConf
         }
         Some(name) => name.clone(),
         None => {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            // uname(2), not /proc: the packaged unit hides /proc's non-process files.
+            let uname = rustix::system::uname();
+            let host = uname.nodename().to_string_lossy().into_owned();
             format!("{} {}", host.trim(), file.listen)
         }
     };

@@ -51,7 +51,10 @@ pub(crate) fn lines(lb: &LbConfig) -> Vec<String> {
     for pool in &lb.pools {
         pool_lines(pool, &mut out);
     }
-    for needed in lb.routes.pools() {
+    let mut needed: Vec<&str> = lb.routes.pools().collect();
+    needed.sort_unstable();
+    needed.dedup();
+    for needed in needed {
         if !lb.pools.iter().any(|p| p.name == needed) {
             let who = if needed == CA_POOL { " (unless this process runs the CA)" } else { "" };
             out.push(format!("warning: routes send requests to pool '{needed}', which is not configured{who}; they will get 502"));

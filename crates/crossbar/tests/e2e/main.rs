@@ -13,6 +13,7 @@ mod crash;
 mod hostile;
 mod hosts;
 mod lb;
+mod package;
 mod puppet8;
 mod puppetserver_dir;
 mod service;
