@@ -135,6 +135,7 @@ fn member_json(index: usize, m: &crate::pool::Member) -> Value {
         "drained": m.is_drained(),
         "in_flight": m.in_flight(),
         "max_in_flight": m.max_in_flight,
+        "latency_ms": m.latency().map(|s| (s * 1000.0 * 10.0).round() / 10.0),
         "requests": m.stats.requests.load(Relaxed),
         "failures": m.stats.failures.load(Relaxed),
         "ejections": m.stats.ejections.load(Relaxed),

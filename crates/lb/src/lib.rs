@@ -7,7 +7,7 @@
 //! stalls and rate, body size); strips client-sent `X-Client-*` headers and sets them from the
 //! TLS session; routes `/puppet-ca/` (and the legacy `/<env>/certificate…` forms) to the CA
 //! pool and the rest to the compilers; balances over healthy members (round-robin,
-//! least-requests, certname-hash, hot standbys), queues when every member is at
+//! least-requests, least-latency, certname-hash, hot standbys), queues when every member is at
 //! `max_in_flight` and sheds with `503 + Retry-After`; forwards over kept-alive HTTP/1.1
 //! connections with streamed bodies, retries what is safe to retry, and blames a backend only
 //! for its own failures; serves `/healthz`, `/readyz`, `/metrics` and `/pools` on an admin listener;

@@ -12,7 +12,7 @@ use std::{
 use tokio::sync::Notify;
 
 use crate::{
-    balance::{self, Pick, View},
+    balance::{self, Pick, Queue, View},
     config::{HealthPolicy, PoolConfig, PoolSettings, UpstreamSettings},
     health::{Health, Transition},
     histogram::Histogram,
@@ -32,7 +32,34 @@ pub(crate) struct Member {
     drained: AtomicBool,
     health: Mutex<Health>,
     released: Arc<Notify>,
+    latency: Mutex<Ewma>,
     pub(crate) stats: MemberStats,
+}
+
+/// How fast a member's latency average forgets: linkerd2-proxy's peak-EWMA decays over 10 s.
+const LATENCY_DECAY: Duration = Duration::from_secs(10);
+
+/// An exponentially weighted moving average over time: a sample's weight fades with its age,
+/// not with the number of samples after it.
+#[derive(Debug, Default)]
+struct Ewma {
+    value: Option<f64>,
+    at: Option<Instant>,
+}
+
+impl Ewma {
+    fn record(&mut self, sample: f64, now: Instant) {
+        let value = match (self.value, self.at) {
+            (Some(old), Some(at)) => {
+                let age = now.saturating_duration_since(at).as_secs_f64();
+                let keep = (-age / LATENCY_DECAY.as_secs_f64()).exp();
+                old * keep + sample * (1.0 - keep)
+            }
+            _ => sample,
+        };
+        self.value = Some(value);
+        self.at = Some(now);
+    }
 }
 
 /// Counters of one member, read by the admin endpoints.
@@ -57,6 +84,7 @@ impl Member {
             standby,
             max_in_flight,
             in_flight: AtomicUsize::new(0),
+            latency: Mutex::new(Ewma::default()),
             healthy: AtomicBool::new(true),
             drained: AtomicBool::new(false),
             health: Mutex::new(Health::new()),
@@ -137,6 +165,18 @@ impl Member {
     }
 
     /// Counts a response by status class.
+    /// Time from sending a request to its response head, for latency-aware selection.
+    pub(crate) fn record_latency(&self, took: Duration) {
+        if let Ok(mut ewma) = self.latency.lock() {
+            ewma.record(took.as_secs_f64(), Instant::now());
+        }
+    }
+
+    /// The recent latency average, in seconds; `None` before the first answer.
+    pub(crate) fn latency(&self) -> Option<f64> {
+        self.latency.lock().ok()?.value
+    }
+
     pub(crate) fn record_status(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.stats.by_class[class].fetch_add(1, Ordering::Relaxed);
@@ -289,10 +329,13 @@ impl Pool {
                 standby: m.standby,
                 in_flight: m.in_flight(),
                 max_in_flight: m.max_in_flight,
+                latency: m.latency(),
             })
             .collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        balance::pick(self.settings.strategy, &views, turn, key)
+        let waiting = self.queued();
+        let queue = Queue { waiting, has_room: waiting < self.settings.queue_max };
+        balance::pick(self.settings.strategy, &views, turn, key, queue)
     }
 
     /// A jittered `Retry-After` in seconds, so that shed agents do not come back together.
@@ -422,6 +465,20 @@ mod tests {
         drop(slot);
         assert_eq!(pool.members()[0].record_probe(true, &policy), Some(Transition::Up));
         assert_eq!(waiter.await.expect("join"), Ok(0));
+    }
+
+    #[test]
+    fn the_latency_average_follows_recent_answers_and_forgets_old_ones() {
+        let start = Instant::now();
+        let mut ewma = Ewma::default();
+        ewma.record(1.0, start);
+        assert_eq!(ewma.value, Some(1.0), "the first sample is the average");
+        ewma.record(3.0, start + Duration::from_millis(10));
+        let soon = ewma.value.unwrap_or_default();
+        assert!(soon > 1.0 && soon < 1.1, "a sample right after weighs little: {soon}");
+        ewma.record(3.0, start + Duration::from_secs(60));
+        let later = ewma.value.unwrap_or_default();
+        assert!(later > 2.9, "a minute later the old average is forgotten: {later}");
     }
 
     #[test]

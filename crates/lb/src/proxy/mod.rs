@@ -144,9 +144,11 @@ impl Proxy {
                 return Err(ProxyError::Shed { why: Shed::NoMember, last });
             };
             let member = slot.member().clone();
+            let sent = std::time::Instant::now();
             match member.upstream.send(attempt).await {
                 Ok(mut response) => {
                     let status = response.status();
+                    member.record_latency(sent.elapsed());
                     member.record_status(status.as_u16());
                     if status.is_server_error() && pool.settings.eject_on_5xx {
                         note_ejection(pool, &member, &format!("answered {status}"));
