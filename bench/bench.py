@@ -7,15 +7,19 @@ certificates, the same stub backends (a test double) and the same load from `cro
 
 Measured for each LB: kept-alive requests/s and the p50/p99 latency added over hitting the stub
 directly; new TLS handshakes/s with client certificates (LB key RSA-4096 and EC P-256); CPU
-seconds per 10,000 requests; memory holding 10,000 idle kept-alive agents. Then a bootstrap
-storm (new agents from CSR to certificate through crossbar's LB) with crossbar's CA and with
-puppetserver's own CA; and the crypto ceilings (signatures/s, in-memory handshakes/s).
+seconds per 10,000 requests; memory holding 10,000 idle kept-alive agents (scenario `proxy`).
+Then a bootstrap storm (new agents from CSR to certificate through crossbar's LB) with
+crossbar's CA and with puppetserver's own CA (`storm`); the operator's questions — agent-run
+times with JRuby-like compilers at 80% and 110% load, a thundering herd, handshake CPU per
+process against the crypto floor, kept-alive throughput with wrk (`balance`, `herd`,
+`handshakes`, `wrk`: bench/fleet.py); and the crypto ceilings. `--scenarios` picks some.
 """
 import argparse, datetime, json, os, platform, resource, shutil, signal, socket, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ["crossbar", "apache", "haproxy", "nginx"]
+SCENARIOS = ["proxy", "storm", "balance", "herd", "handshakes", "wrk"]
 
 
 def log(*args):
@@ -128,9 +132,11 @@ class Bench:
         os.chmod(self.work, 0o755)
         self.crossbar = str(Path(args.crossbar).resolve())
         self.procs = []
-        self.results = {"lbs": {}, "direct": None, "storm": {}, "ceiling": {}}
+        self.log = log
+        self.scenarios = args.scenarios
+        self.results = {"lbs": {}, "direct": None, "storm": {}, "ceiling": {}, "scenarios": args.scenarios}
         size = (lambda small, big: small if self.smoke else big)
-        self.agents = size(40, 10000)
+        self.agents = size(60, max(10000, args.herd_agents + 100))
         self.duration = size("2s", "20s")
         self.connections = size(4, 32)
         self.storm_agents = size(20, 2000)
@@ -179,12 +185,15 @@ class Bench:
 
     # --- the load balancers ------------------------------------------------------------------
 
-    def start_lb(self, kind, key):
+    def start_lb(self, kind, key, compilers=None, balance=None, name=None):
+        """Starts LB `kind` with TLS key `key` in front of `compilers` (default: the two plain
+        stubs) balanced by `balance` (default: the classic configuration; see `compilers_block`)."""
         port = free_port()
         tls = getattr(self, f"lb_{key}")
-        values = dict(work=self.work, port=port, lb_cert=tls["cert"], lb_key=tls["key"], lb_pem=tls["pem"], ca_bundle=self.ca_bundle, crl=self.crl, stub1=self.stubs[0], stub2=self.stubs[1], ca=self.ca_backend)
+        members = compilers or [(stub, None) for stub in self.stubs]
+        values = dict(work=self.work, port=port, lb_cert=tls["cert"], lb_key=tls["key"], lb_pem=tls["pem"], ca_bundle=self.ca_bundle, crl=self.crl, ca=self.ca_backend, compilers=compilers_block(kind, members, balance))
         template = (ROOT / "bench/peers" / {"crossbar": "crossbar.toml", "apache": "apache.conf", "haproxy": "haproxy.cfg", "nginx": "nginx.conf"}[kind]).read_text()
-        conf = self.work / f"{kind}-{key}.conf"
+        conf = self.work / f"{name or kind}-{key}.conf"
         conf.write_text(template.format(**values))
         (self.work / "apache-run").mkdir(exist_ok=True)
         argv = {
@@ -194,7 +203,7 @@ class Bench:
             "nginx": ["/usr/sbin/nginx", "-c", str(conf)],
         }[kind]
         env = dict(os.environ, APACHE_RUN_DIR=str(self.work / "apache-run"), APACHE_LOCK_DIR=str(self.work / "apache-run"), APACHE_LOG_DIR=str(self.work))
-        proc = self.start(f"{kind}-{key}", argv, env=env)
+        proc = self.start(f"{name or kind}-{key}", argv, env=env)
         wait_port(port)
         return proc, f"127.0.0.1:{port}"
 
@@ -314,17 +323,25 @@ class Bench:
     # --- all ---------------------------------------------------------------------------------
 
     def all(self):
+        import fleet as scenarios
         try:
             self.pki()
             self.backends()
             self.ceilings()
-            self.direct()
-            for kind in self.args.peers:
-                log(f"== {kind}")
-                self.measure(kind)
-            self.more_throughput_rounds()
-            self.storm()
+            if "proxy" in self.scenarios:
+                self.direct()
+                for kind in self.args.peers:
+                    log(f"== {kind}")
+                    self.measure(kind)
+                self.more_throughput_rounds()
+            if "storm" in self.scenarios:
+                self.storm()
+            for name in ("balance", "herd", "handshakes", "wrk"):
+                if name in self.scenarios:
+                    log(f"== scenario {name}")
+                    getattr(scenarios, name)(self)
             self.ceilings()
+            self.results["floor_ms"] = scenarios.floor_ms(self.results["ceiling"])
         finally:
             for proc in reversed(self.procs):
                 proc.stop()
@@ -333,6 +350,34 @@ class Bench:
         self.results["machine"] = machine()
         self.results["commands"] = [" ".join(sys.argv)]
         return self.results
+
+
+def compilers_block(kind, members, balance):
+    """The compiler pool of LB `kind`: `members` are (address, JRuby slots or None).
+
+    `balance` None is the classic configuration (HAProxy leastconn, nginx and Apache round
+    robin, crossbar's default); "recommended" is what each peer's documentation recommends for
+    backends with a fixed number of workers (HAProxy leastconn with maxconn = slots and its
+    queue; nginx least_conn with max_conns; Apache bybusyness); for crossbar it names the
+    strategy, members limited to their slots with max_in_flight."""
+    if kind == "haproxy":
+        lines = ["    balance leastconn"]
+        if balance:
+            lines.append("    timeout queue 30s")
+        for i, (addr, slots) in enumerate(members, 1):
+            limit = f" maxconn {slots}" if balance and slots else ""
+            lines.append(f"    server c{i} {addr}{limit}")
+        return "\n".join(lines)
+    if kind == "nginx":
+        limit = lambda slots: f" max_conns={slots}" if balance and slots else ""
+        return ("least_conn; " if balance else "") + " ".join(f"server {addr}{limit(slots)};" for addr, slots in members)
+    if kind == "apache":
+        lines = [f"        BalancerMember http://{addr}" for addr, _ in members]
+        lines.append(f"        ProxySet lbmethod={'bybusyness' if balance else 'byrequests'}")
+        return "\n".join(lines)
+    strategy = f'balance = "{balance}"\n' if balance and balance != "recommended" else ""
+    limit = lambda slots: f", max_in_flight = {slots}" if balance and slots else ""
+    return strategy + "members = [ " + ", ".join(f'{{ url = "http://{addr}"{limit(slots)} }}' for addr, slots in members) + " ]"
 
 
 def start_puppetserver_ca(work, start):
@@ -378,6 +423,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: every peer config starts and serves")
     parser.add_argument("--peers", nargs="+", default=PEERS, choices=PEERS)
+    parser.add_argument("--scenarios", nargs="+", default=SCENARIOS, choices=SCENARIOS, help="what to run (default: all); see bench/fleet.py for the operator scenarios")
+    parser.add_argument("--balance-seconds", type=int, default=120, help="balance: seconds of agent runs at each load, per LB")
+    parser.add_argument("--herd-agents", type=int, default=10000, help="herd: agents starting a run within one second")
     parser.add_argument("--rounds", type=int, default=3, help="kept-alive throughput rounds per LB, interleaved; the median counts")
     parser.add_argument("--skip-puppetserver", action="store_true", help="no storm against puppetserver's CA")
     parser.add_argument("--work", help="work directory (default /tmp/crossbar-bench-<pid>)")
@@ -390,7 +438,7 @@ def main():
         sys.exit(f"bench: {sys.executable} has no matplotlib for the chart: run ./scripts/install-deps.sh --chart, then bench/bench.py as it is (its interpreter is /usr/bin/python3)")
     results = Bench(args).all()
     if args.smoke:
-        print(json.dumps({"smoke": "ok", "peers": list(results["lbs"]), "storm": list(results["storm"])}))
+        print(json.dumps({"smoke": "ok", "scenarios": [k for k in SCENARIOS if k in results["scenarios"]], "peers": list(results["lbs"]), "storm": list(results["storm"])}))
         return
     report.write(results, Path(args.out))
 

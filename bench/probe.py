@@ -50,7 +50,7 @@ class Probe:
     def lb(self, kind, key, stubs, admin=None):
         port = bench.free_port()
         w = self.w
-        values = dict(work=w, port=port, lb_cert=f"{w}/lb-{key}/lb-{key}.example.com.pem", lb_key=f"{w}/lb-{key}/lb-{key}.example.com.key", lb_pem=f"{w}/lb-{key}/haproxy.pem", ca_bundle=f"{w}/ca/ca_crt.pem", crl=f"{w}/ca/ca_crl.pem", stub1=stubs[0], stub2=stubs[1], ca=stubs[0])
+        values = dict(work=w, port=port, lb_cert=f"{w}/lb-{key}/lb-{key}.example.com.pem", lb_key=f"{w}/lb-{key}/lb-{key}.example.com.key", lb_pem=f"{w}/lb-{key}/haproxy.pem", ca_bundle=f"{w}/ca/ca_crt.pem", crl=f"{w}/ca/ca_crl.pem", ca=stubs[0], compilers=bench.compilers_block(kind, [(s, None) for s in stubs], None))
         template = {"crossbar": "crossbar.toml", "haproxy": "haproxy.cfg", "nginx": "nginx.conf"}[kind]
         text = (PEER_CONF / template).read_text().format(**values)
         if admin:

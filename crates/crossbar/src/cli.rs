@@ -41,19 +41,40 @@ pub enum Command {
         out: PathBuf,
     },
     /// A stub compiler (a test double for benchmarks of the LB): canned /puppet/v3 answers.
-    StubCompiler {
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: std::net::SocketAddr,
-        /// Wait before answering a catalog request.
-        #[arg(long, default_value = "0ms")]
-        catalog_delay: String,
-        /// Wait before answering any other request.
-        #[arg(long, default_value = "0ms")]
-        other_delay: String,
-        /// Size of the canned catalog, in KiB.
-        #[arg(long, default_value_t = 100)]
-        catalog_kib: usize,
-    },
+    StubCompiler(StubArgs),
+}
+
+/// `crossbar stub-compiler`: a test double for puppetserver in benchmarks of the LB.
+#[derive(Debug, clap::Args)]
+pub struct StubArgs {
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// Wait before answering a catalog request (without --slots).
+    #[arg(long, default_value = "0ms")]
+    pub catalog_delay: String,
+    /// Wait before answering any other request (with --slots: the work it takes at speed 1).
+    #[arg(long, default_value = "0ms")]
+    pub other_delay: String,
+    /// Size of the canned catalog, in KiB.
+    #[arg(long, default_value_t = 100)]
+    pub catalog_kib: usize,
+    /// Model puppetserver's JRuby pool: this many slots; requests beyond them wait inside the
+    /// compiler, and catalog compile times are drawn (--compile-median, --compile-sigma,
+    /// --slow-share).
+    #[arg(long)]
+    pub slots: Option<usize>,
+    /// With --slots: this compiler's speed (0.5 takes twice as long).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// With --slots: median catalog compile time at speed 1.
+    #[arg(long, default_value = "400ms")]
+    pub compile_median: String,
+    /// With --slots: sigma of the log-normal compile time.
+    #[arg(long, default_value_t = 0.6)]
+    pub compile_sigma: f64,
+    /// With --slots: share of nodes whose environment compiles ten times slower.
+    #[arg(long, default_value_t = 0.1)]
+    pub slow_share: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +124,28 @@ pub enum SimCommand {
         agents: SimAgents,
         #[arg(long, default_value_t = 16)]
         connections: usize,
+        #[arg(
+            long,
+            default_value = "/puppet/v3/file_metadatas/plugins?recurse=false&environment=production"
+        )]
+        path: String,
+        #[command(flatten)]
+        output: SimOutput,
+    },
+    /// A thundering herd: --agents agents each start one run within --window (after an LB
+    /// failover), while --observers kept-alive agents measure what they suffer meanwhile.
+    Herd {
+        #[command(flatten)]
+        target: SimTarget,
+        #[command(flatten)]
+        agents: SimAgents,
+        #[arg(long, default_value = "1s")]
+        window: String,
+        /// Kept-alive agents (identities after the herd's) sending --path every --observe-every.
+        #[arg(long, default_value_t = 16)]
+        observers: usize,
+        #[arg(long, default_value = "100ms")]
+        observe_every: String,
         #[arg(
             long,
             default_value = "/puppet/v3/file_metadatas/plugins?recurse=false&environment=production"

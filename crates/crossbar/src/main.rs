@@ -87,9 +87,9 @@ async fn run(command: cli::Command, activated: systemd::Activated) -> anyhow::Re
             println!("man pages and completions written under {}", out.display());
             Ok(0)
         }
-        cli::Command::StubCompiler { listen, catalog_delay, other_delay, catalog_kib } => {
+        cli::Command::StubCompiler(args) => {
             init_logging("warn", config::LogFormat::Text);
-            sim_cmd::stub(listen, &catalog_delay, &other_delay, catalog_kib).await
+            sim_cmd::stub(args).await
         }
     }
 }

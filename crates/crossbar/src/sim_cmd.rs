@@ -11,7 +11,7 @@ use sim::{
     stats::Report,
 };
 
-use crate::cli::{SimAgents, SimCommand, SimOutput, SimTarget};
+use crate::cli::{SimAgents, SimCommand, SimOutput, SimTarget, StubArgs};
 
 pub async fn run(command: SimCommand) -> anyhow::Result<u8> {
     match command {
@@ -42,6 +42,16 @@ pub async fn run(command: SimCommand) -> anyhow::Result<u8> {
             let (common, identities) = prepare(&target, &agents, output.progress)?;
             let step = sim::agent::Step::get(sim::agent::Kind::Fixed, path);
             finish(&scenario::throughput(common, identities, connections, step).await, &output)
+        }
+        SimCommand::Herd { target, mut agents, window, observers, observe_every, path, output } => {
+            let window = duration("--window", &window)?;
+            let every = duration("--observe-every", &observe_every)?;
+            let herd_size = agents.agents;
+            agents.agents += observers;
+            let (common, mut identities) = prepare(&target, &agents, output.progress)?;
+            let watching = identities.split_off(herd_size.min(identities.len()));
+            let report = scenario::herd(common, identities, window, watching, every, &path).await;
+            finish(&report, &output)
         }
         SimCommand::Handshakes { target, agents, concurrency, path, output } => {
             let (common, identities) = prepare(&target, &agents, output.progress)?;
@@ -89,10 +99,14 @@ pub async fn run(command: SimCommand) -> anyhow::Result<u8> {
         } => {
             let key = key.parse().with_context(|| format!("--key {key:?}"))?;
             let span = duration("--duration", &span)?;
-            let mut rates =
-                tokio::task::spawn_blocking(move || sim::ceiling::signatures(key, threads, span))
-                    .await?
-                    .map_err(|e| anyhow!(e))?;
+            let mut rates = tokio::task::spawn_blocking(move || {
+                let mut rates = sim::ceiling::signatures(key, threads, span)?;
+                rates.extend(sim::ceiling::signatures(key, 1, span)?);
+                rates.extend(sim::ceiling::handshake_operations(span)?);
+                Ok::<_, String>(rates)
+            })
+            .await?
+            .map_err(|e| anyhow!(e))?;
             if let (Some(cert), Some(key), Some(ca), Some(client_cert), Some(client_key)) =
                 (tls_cert, tls_key, ca, client_cert, client_key)
             {
@@ -129,17 +143,36 @@ pub async fn run(command: SimCommand) -> anyhow::Result<u8> {
 }
 
 /// `crossbar stub-compiler`: serves until SIGTERM/SIGINT.
-pub async fn stub(
-    listen: SocketAddr,
-    catalog_delay: &str,
-    other_delay: &str,
-    catalog_kib: usize,
-) -> anyhow::Result<u8> {
-    let settings = sim::stub::StubSettings {
-        catalog_delay: duration("--catalog-delay", catalog_delay)?,
-        other_delay: duration("--other-delay", other_delay)?,
-        catalog_bytes: catalog_kib * 1024,
+pub async fn stub(args: StubArgs) -> anyhow::Result<u8> {
+    let jruby = match args.slots {
+        None => None,
+        Some(0) => bail!("--slots 0: a compiler needs at least one JRuby slot"),
+        Some(slots) => {
+            if !(args.speed > 0.0 && args.speed.is_finite()) {
+                bail!("--speed {}: a positive factor (1 is normal, 0.5 half speed)", args.speed);
+            }
+            if !(0.0..=1.0).contains(&args.slow_share) {
+                bail!("--slow-share {}: a share of nodes, from 0 to 1", args.slow_share);
+            }
+            if !(0.0..=3.0).contains(&args.compile_sigma) {
+                bail!("--compile-sigma {}: from 0 to 3", args.compile_sigma);
+            }
+            Some(sim::stub::JrubyModel {
+                slots,
+                speed: args.speed,
+                compile_median: duration("--compile-median", &args.compile_median)?,
+                compile_sigma: args.compile_sigma,
+                slow_share: args.slow_share,
+            })
+        }
     };
+    let settings = sim::stub::StubSettings {
+        catalog_delay: duration("--catalog-delay", &args.catalog_delay)?,
+        other_delay: duration("--other-delay", &args.other_delay)?,
+        catalog_bytes: args.catalog_kib * 1024,
+        jruby,
+    };
+    let listen = args.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("--listen {listen}: cannot bind"))?;

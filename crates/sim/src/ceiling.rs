@@ -180,3 +180,63 @@ fn transfer(
     }
     Ok(())
 }
+
+/// The other key operations of a server's full TLS 1.3 handshake with a client certificate,
+/// one thread each, with the library crossbar uses (aws-lc): the X25519 key exchange, the
+/// verification of an agent certificate's signature by an RSA-4096 CA, and of the agent's
+/// proof of its key (RSA-4096 PSS as Puppet's agents, or ECDSA P-256). With the server's own
+/// signature (from [`signatures`]) they make the crypto floor of a handshake.
+pub fn handshake_operations(duration: Duration) -> Result<Vec<Rate>, String> {
+    use aws_lc_rs::{agreement, rand::SystemRandom, rsa::KeySize, signature, signature::KeyPair};
+    let rng = SystemRandom::new();
+    let peer = agreement::EphemeralPrivateKey::generate(&agreement::X25519, &rng)
+        .and_then(|k| k.compute_public_key())
+        .map_err(|e| e.to_string())?;
+    let peer = peer.as_ref().to_vec();
+    let exchange = || {
+        agreement::EphemeralPrivateKey::generate(&agreement::X25519, &rng)
+            .and_then(|mine| {
+                let _public = mine.compute_public_key()?;
+                let theirs = agreement::UnparsedPublicKey::new(&agreement::X25519, &peer);
+                agreement::agree_ephemeral(mine, theirs, aws_lc_rs::error::Unspecified, |s| {
+                    Ok(s.len())
+                })
+            })
+            .is_ok()
+    };
+    let message = [7u8; 1024];
+    let rsa = signature::RsaKeyPair::generate(KeySize::Rsa4096).map_err(|e| e.to_string())?;
+    let mut rsa_sig = vec![0; rsa.public_modulus_len()];
+    rsa.sign(&signature::RSA_PKCS1_SHA256, &rng, &message, &mut rsa_sig)
+        .map_err(|e| e.to_string())?;
+    let mut pss_sig = vec![0; rsa.public_modulus_len()];
+    rsa.sign(&signature::RSA_PSS_SHA256, &rng, &message, &mut pss_sig)
+        .map_err(|e| e.to_string())?;
+    let rsa_public = rsa.public_key().as_ref().to_vec();
+    let ec = signature::EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_ASN1_SIGNING)
+        .map_err(|e| e.to_string())?;
+    let ec_sig = ec.sign(&rng, &message).map_err(|e| e.to_string())?;
+    let ec_public = ec.public_key().as_ref().to_vec();
+    let verify = |alg: &'static dyn signature::VerificationAlgorithm, key: &[u8], sig: &[u8]| {
+        signature::UnparsedPublicKey::new(alg, key).verify(&message, sig).is_ok()
+    };
+    if !exchange()
+        || !verify(&signature::RSA_PKCS1_2048_8192_SHA256, &rsa_public, &rsa_sig)
+        || !verify(&signature::RSA_PSS_2048_8192_SHA256, &rsa_public, &pss_sig)
+        || !verify(&signature::ECDSA_P256_SHA256_ASN1, &ec_public, ec_sig.as_ref())
+    {
+        return Err("a handshake operation failed its own check".into());
+    }
+    Ok(vec![
+        measure("X25519 key exchanges", 1, duration, exchange),
+        measure("rsa-4096 certificate signature verifications", 1, duration, || {
+            verify(&signature::RSA_PKCS1_2048_8192_SHA256, &rsa_public, &rsa_sig)
+        }),
+        measure("rsa-4096 PSS proof verifications", 1, duration, || {
+            verify(&signature::RSA_PSS_2048_8192_SHA256, &rsa_public, &pss_sig)
+        }),
+        measure("ec-p256 proof verifications", 1, duration, || {
+            verify(&signature::ECDSA_P256_SHA256_ASN1, &ec_public, ec_sig.as_ref())
+        }),
+    ])
+}

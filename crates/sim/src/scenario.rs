@@ -50,7 +50,9 @@ pub struct Agents {
 
 /// Agents doing Puppet runs: one connection per run (a full TLS handshake), the run's requests
 /// on it, closed at the end, as a Puppet agent does (a Puppet 8 agent first refreshes the CA
-/// certificate and CRL on a connection without its certificate).
+/// certificate and CRL on a connection without its certificate). No run starts after
+/// `duration`; runs under way then may take as long again to end (so the last runs of an
+/// overloaded fleet are measured, not cut off).
 pub async fn runs(
     common: Common,
     agents: Vec<Identity>,
@@ -62,11 +64,12 @@ pub async fn runs(
     let progress = progress(&stats, common.progress);
     let mut tasks = JoinSet::new();
     let agent_count = agents.len();
+    let finish_by = deadline + common.duration;
     for agent in agents {
         let (stats, target) = (stats.clone(), common.target.clone());
-        tasks.spawn(
-            async move { agent_loop(&stats, &target, &agent, schedule, kind, deadline).await },
-        );
+        tasks.spawn(async move {
+            agent_loop(&stats, &target, &agent, schedule, kind, (deadline, finish_by)).await
+        });
     }
     while tasks.join_next().await.is_some() {}
     progress.abort();
@@ -79,7 +82,7 @@ async fn agent_loop(
     agent: &Identity,
     schedule: Schedule,
     kind: Agents,
-    deadline: tokio::time::Instant,
+    (deadline, finish_by): (tokio::time::Instant, tokio::time::Instant),
 ) {
     let report = agent::report_json(&agent.certname);
     let mut next = tokio::time::Instant::now();
@@ -96,16 +99,109 @@ async fn agent_loop(
         let facts = agent::catalog_form(&agent.certname);
         let renew = fastrand::f64() < kind.renew_fraction;
         let plan = agent::plan(kind.generation, &agent.certname, first, renew, &facts, &report);
-        let ok = one_run(stats, target, agent, &plan, deadline).await;
-        stats.runs.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            stats.runs_failed.fetch_add(1, Ordering::Relaxed);
-        }
+        let ok = one_run(stats, target, agent, &plan, finish_by).await;
+        stats.run_done(started.elapsed(), ok);
         first = false;
         next = match schedule {
             Schedule::BackToBack => tokio::time::Instant::now(),
             Schedule::Interval { every, .. } => started + every,
         };
+    }
+}
+
+/// A thundering herd: every agent of `agents` starts one run at a random moment of `window`
+/// (as after an LB failover or a network blip), while `observers` — agents already connected,
+/// kept alive — send `path` every `observe_every` and measure what they suffer meanwhile (the
+/// `request` kind's latency). The report's `completions_s` is the herd's timeline.
+pub async fn herd(
+    common: Common,
+    agents: Vec<Identity>,
+    window: Duration,
+    observers: Vec<Identity>,
+    observe_every: Duration,
+    path: &str,
+) -> Report {
+    let stats = Arc::new(Stats::new());
+    let deadline = tokio::time::Instant::now() + common.duration;
+    let progress = progress(&stats, common.progress);
+    let herd_size = agents.len();
+    let done = Arc::new(tokio::sync::Notify::new());
+    let mut watchers = JoinSet::new();
+    let observer_count = observers.len();
+    for observer in observers {
+        let (stats, target, done) = (stats.clone(), common.target.clone(), done.clone());
+        let step = Step::get(Kind::Fixed, path);
+        watchers.spawn(async move {
+            let finished = done.notified();
+            tokio::pin!(finished);
+            tokio::select! {
+                () = &mut finished => {}
+                () = observe(&stats, &target, &observer, &step, observe_every, deadline) => {}
+            }
+        });
+    }
+    let started = tokio::time::Instant::now();
+    let mut tasks = JoinSet::new();
+    for agent in agents {
+        let (stats, target) = (stats.clone(), common.target.clone());
+        let at = started + window.mul_f64(fastrand::f64());
+        tasks.spawn(async move {
+            sleep_until(at).await;
+            let facts = agent::catalog_form(&agent.certname);
+            let report = agent::report_json(&agent.certname);
+            let plan = agent::plan(
+                agent::Generation::default(),
+                &agent.certname,
+                false,
+                false,
+                &facts,
+                &report,
+            );
+            let begun = Instant::now();
+            let ok = one_run(&stats, &target, &agent, &plan, deadline).await;
+            stats.run_done(begun.elapsed(), ok);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    done.notify_waiters();
+    while watchers.join_next().await.is_some() {}
+    progress.abort();
+    stats.report("herd", serde_json::json!({ "agents": herd_size, "window_s": window.as_secs_f64(), "observers": observer_count, "observe_every_ms": observe_every.as_millis() as u64, "path": path, "limit_s": common.duration.as_secs_f64() }))
+}
+
+/// One kept-alive agent sending `step` every `every` until `deadline`, reconnecting if the
+/// connection drops.
+async fn observe(
+    stats: &Stats,
+    target: &Target,
+    agent: &Identity,
+    step: &Step,
+    every: Duration,
+    deadline: tokio::time::Instant,
+) {
+    let mut next = tokio::time::Instant::now();
+    while next < deadline {
+        let Some(mut conn) = connect(stats, target, Some(&agent.config), &agent.certname).await
+        else {
+            next += every;
+            sleep_until(next).await;
+            continue;
+        };
+        while next < deadline {
+            sleep_until(next).await;
+            next += every;
+            let started = Instant::now();
+            match conn.send(step).await {
+                Ok(answer) if answer.status.is_success() => stats.ok(step.kind, started.elapsed()),
+                Ok(answer) => {
+                    stats.failed(step.kind, &format!("status {}", answer.status.as_u16()))
+                }
+                Err(e) => {
+                    stats.failed(step.kind, &first_words(&e.to_string()));
+                    break;
+                }
+            }
+        }
     }
 }
 

@@ -28,6 +28,9 @@ pub struct Stats {
     pub runs_failed: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     handshake_time: Mutex<Histogram<u64>>,
+    run_time: Mutex<Histogram<u64>>,
+    /// When each successful run ended, seconds from the start.
+    completions: Mutex<Vec<f64>>,
 }
 
 struct KindStats {
@@ -67,6 +70,8 @@ impl Stats {
             runs_failed: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
             handshake_time: Mutex::new(histogram()),
+            run_time: Mutex::new(histogram()),
+            completions: Mutex::new(Vec::new()),
         }
     }
 
@@ -100,6 +105,22 @@ impl Stats {
         self.handshakes.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut h) = self.handshake_time.lock() {
             let _ = h.record((elapsed.as_micros() as u64).clamp(1, MAX_MICROS));
+        }
+    }
+
+    /// A whole agent run ended, taking `elapsed`: counted, and if it succeeded, its time and
+    /// its end recorded.
+    pub fn run_done(&self, elapsed: Duration, ok: bool) {
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.runs_failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Ok(mut h) = self.run_time.lock() {
+            let _ = h.record((elapsed.as_micros() as u64).clamp(1, MAX_MICROS));
+        }
+        if let Ok(mut ends) = self.completions.lock() {
+            ends.push(self.elapsed().as_secs_f64());
         }
     }
 
@@ -150,6 +171,9 @@ impl Stats {
         let handshakes = self.handshakes.load(Ordering::Relaxed);
         let handshake_ms =
             self.handshake_time.lock().map(|h| Percentiles::of(&h)).unwrap_or_default();
+        let runs = self.run_time.lock().map(|h| h.clone()).unwrap_or_else(|_| histogram());
+        let mut completions = self.completions.lock().map(|c| c.clone()).unwrap_or_default();
+        completions.sort_by(f64::total_cmp);
         Report {
             scenario: scenario.to_owned(),
             parameters,
@@ -162,6 +186,9 @@ impl Stats {
             handshakes,
             handshakes_per_second: handshakes as f64 / seconds,
             handshake_ms,
+            run_ms: Percentiles::of(&runs),
+            run_cdf_ms: cdf(&runs),
+            completions_s: completions,
             kinds,
             errors: self.errors.lock().map(|e| e.clone()).unwrap_or_default(),
         }
@@ -194,6 +221,16 @@ impl Percentiles {
     }
 }
 
+/// The quantiles of `h` at 0.00, 0.01 … 0.99, 0.999 and 1.
+fn cdf(h: &Histogram<u64>) -> Vec<[f64; 2]> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut quantiles: Vec<f64> = (0..100).map(|q| f64::from(q) / 100.0).collect();
+    quantiles.extend([0.999, 1.0]);
+    quantiles.into_iter().map(|q| [q, h.value_at_quantile(q) as f64 / 1000.0]).collect()
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct KindReport {
     pub kind: String,
@@ -217,6 +254,14 @@ pub struct Report {
     pub handshakes: u64,
     pub handshakes_per_second: f64,
     pub handshake_ms: Percentiles,
+    /// Successful agent runs, start to end.
+    pub run_ms: Percentiles,
+    /// The run-time distribution: `[quantile, milliseconds]` at every percent (for CDF charts).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub run_cdf_ms: Vec<[f64; 2]>,
+    /// When each successful run ended, seconds from the start, sorted (the herd's timeline).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub completions_s: Vec<f64>,
     pub kinds: Vec<KindReport>,
     pub errors: BTreeMap<String, u64>,
 }
@@ -234,6 +279,14 @@ impl Report {
             self.requests_ok, self.requests_failed, self.requests_per_second
         );
         let _ = writeln!(out, "| runs | {} ({} failed) |", self.runs, self.runs_failed);
+        if self.runs > self.runs_failed {
+            let r = &self.run_ms;
+            let _ = writeln!(
+                out,
+                "| run time | p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms |",
+                r.p50, r.p99, r.max
+            );
+        }
         let _ = writeln!(
             out,
             "| TLS handshakes | {} ({:.1}/s, p50 {:.2} ms, p99 {:.2} ms) |\n",

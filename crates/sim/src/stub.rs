@@ -2,8 +2,23 @@
 //! answers the `/puppet/v3` requests of an agent run with canned bodies of realistic size (a
 //! catalog of about 100 KiB) after a configurable delay, and `/status/v1/simple` with
 //! `running`. It compiles nothing; benchmarks that are about Puppet use real compilers.
+//!
+//! With [`JrubyModel`] it behaves like puppetserver under load for benchmarks of balancing:
+//! a fixed number of JRuby slots (requests beyond them wait inside the compiler, as in
+//! puppetserver's borrow queue), catalog compile times drawn from a log-normal distribution
+//! (with the nodes of some environments ten times slower) and a speed factor per compiler.
+//! `GET /stub/v1/stats` reports its slot usage so that a benchmark can compute utilisation.
 
-use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    hash::{Hash, Hasher},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -21,6 +36,58 @@ pub struct StubSettings {
     pub other_delay: Duration,
     /// Size of the canned catalog.
     pub catalog_bytes: usize,
+    /// JRuby-like slots and compile times; `None`: the fixed delays above, no limit.
+    pub jruby: Option<JrubyModel>,
+}
+
+/// A compiler like puppetserver: `slots` JRuby instances, compile times drawn per catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JrubyModel {
+    /// JRuby instances: requests beyond them wait for one inside the compiler.
+    pub slots: usize,
+    /// How fast this compiler is: 0.5 takes twice as long for everything.
+    pub speed: f64,
+    /// Median catalog compile time at speed 1.
+    pub compile_median: Duration,
+    /// The log-normal's sigma (0.6: p99 about 4× the median).
+    pub compile_sigma: f64,
+    /// Share of nodes whose environment compiles ten times slower (stable per certname).
+    pub slow_share: f64,
+}
+
+impl JrubyModel {
+    /// How long a catalog for `certname` takes this time, drawn from the model.
+    pub fn compile_time(&self, certname: &str) -> Duration {
+        let base = self.compile_median.as_secs_f64() * (self.compile_sigma * normal()).exp();
+        let environment = if slow_environment(certname, self.slow_share) { 10.0 } else { 1.0 };
+        Duration::from_secs_f64(base * environment / self.speed.max(0.01))
+    }
+}
+
+/// A standard normal draw (Box–Muller).
+fn normal() -> f64 {
+    let u = fastrand::f64().max(f64::MIN_POSITIVE);
+    let v = fastrand::f64();
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+}
+
+/// Whether `certname`'s environment is a slow one: a stable hash, so each node always is or
+/// is not, as a node's environment is.
+fn slow_environment(certname: &str, share: f64) -> bool {
+    let mut hasher = std::hash::DefaultHasher::new();
+    certname.hash(&mut hasher);
+    (hasher.finish() % 10_000) as f64 / 10_000.0 < share
+}
+
+/// Slot usage of a modelled compiler.
+#[derive(Debug, Default)]
+struct Usage {
+    /// Microseconds slots were held, summed over slots.
+    busy_us: AtomicU64,
+    /// Microseconds requests waited for a slot, summed.
+    waited_us: AtomicU64,
+    requests: AtomicU64,
+    waiting: AtomicU64,
 }
 
 impl Default for StubSettings {
@@ -29,12 +96,16 @@ impl Default for StubSettings {
             catalog_delay: Duration::ZERO,
             other_delay: Duration::ZERO,
             catalog_bytes: 100 * 1024,
+            jruby: None,
         }
     }
 }
 
 struct Canned {
     settings: StubSettings,
+    slots: Option<tokio::sync::Semaphore>,
+    usage: Usage,
+    started: Instant,
     catalog: Bytes,
     node: Bytes,
     metadatas: Bytes,
@@ -47,6 +118,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let canned = Arc::new(Canned {
+        slots: settings.jruby.as_ref().map(|m| tokio::sync::Semaphore::new(m.slots.max(1))),
+        usage: Usage::default(),
+        started: Instant::now(),
         catalog: catalog(settings.catalog_bytes),
         node: node(),
         metadatas: metadatas(),
@@ -87,6 +161,8 @@ async fn answer(
             "text/plain; charset=utf-8",
             Bytes::from_static(b"running"),
         ));
+    } else if path == "/stub/v1/stats" {
+        return Ok(respond(StatusCode::OK, "application/json", stats(&canned)));
     } else if path.starts_with("/puppet/v3/catalog/") {
         (StatusCode::OK, canned.catalog.clone(), canned.settings.catalog_delay)
     } else if path.starts_with("/puppet/v3/node/") {
@@ -101,10 +177,54 @@ async fn answer(
         let message = format!("{{\"message\":\"stub compiler: no canned answer for {path}\",\"issue_kind\":\"HANDLER_NOT_FOUND\"}}");
         return Ok(respond(StatusCode::NOT_FOUND, "application/json", Bytes::from(message)));
     };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+    match (&canned.settings.jruby, &canned.slots) {
+        (Some(model), Some(slots)) => {
+            let certname = path.rsplit('/').next().unwrap_or_default();
+            let work = if path.starts_with("/puppet/v3/catalog/") {
+                model.compile_time(certname)
+            } else {
+                delay.div_f64(model.speed.max(0.01))
+            };
+            in_a_slot(&canned.usage, slots, work).await;
+        }
+        _ if !delay.is_zero() => tokio::time::sleep(delay).await,
+        _ => {}
     }
     Ok(respond(status, "application/json", body))
+}
+
+/// Waits for a JRuby slot, then holds it for `work`.
+async fn in_a_slot(usage: &Usage, slots: &tokio::sync::Semaphore, work: Duration) {
+    let asked = Instant::now();
+    usage.waiting.fetch_add(1, Ordering::Relaxed);
+    let permit = slots.acquire().await;
+    usage.waiting.fetch_sub(1, Ordering::Relaxed);
+    let got = Instant::now();
+    usage.waited_us.fetch_add(micros(got - asked), Ordering::Relaxed);
+    tokio::time::sleep(work).await;
+    usage.busy_us.fetch_add(micros(got.elapsed()), Ordering::Relaxed);
+    usage.requests.fetch_add(1, Ordering::Relaxed);
+    drop(permit);
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn stats(canned: &Canned) -> Bytes {
+    let usage = &canned.usage;
+    Bytes::from(
+        serde_json::json!({
+            "slots": canned.settings.jruby.as_ref().map(|m| m.slots),
+            "speed": canned.settings.jruby.as_ref().map(|m| m.speed),
+            "uptime_s": canned.started.elapsed().as_secs_f64(),
+            "busy_slot_s": usage.busy_us.load(Ordering::Relaxed) as f64 / 1e6,
+            "waited_s": usage.waited_us.load(Ordering::Relaxed) as f64 / 1e6,
+            "requests": usage.requests.load(Ordering::Relaxed),
+            "waiting": usage.waiting.load(Ordering::Relaxed),
+        })
+        .to_string(),
+    )
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
@@ -153,6 +273,57 @@ fn catalog(size: usize) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn model(slow_share: f64) -> JrubyModel {
+        JrubyModel {
+            slots: 2,
+            speed: 1.0,
+            compile_median: Duration::from_millis(100),
+            compile_sigma: 0.6,
+            slow_share,
+        }
+    }
+
+    #[test]
+    fn compile_times_are_log_normal_around_the_median_and_scale_with_speed() {
+        let fast = model(0.0);
+        let mut times: Vec<f64> =
+            (0..4000).map(|_| fast.compile_time("node").as_secs_f64()).collect();
+        times.sort_by(f64::total_cmp);
+        let median = times[2000];
+        assert!((0.09..0.11).contains(&median), "median {median}");
+        let p99 = times[3960];
+        assert!((0.3..0.5).contains(&p99), "p99 {p99}: a heavy tail (exp(0.6 × 2.33) ≈ 4×)");
+        let half = JrubyModel { speed: 0.5, ..model(0.0) };
+        let mut slow: Vec<f64> =
+            (0..4000).map(|_| half.compile_time("node").as_secs_f64()).collect();
+        slow.sort_by(f64::total_cmp);
+        assert!((0.18..0.22).contains(&slow[2000]), "half speed doubles: {}", slow[2000]);
+    }
+
+    #[test]
+    fn a_share_of_nodes_is_in_a_ten_times_slower_environment_always() {
+        let nodes: Vec<String> = (0..2000).map(|i| format!("agent{i:05}.example.com")).collect();
+        let slow = nodes.iter().filter(|n| slow_environment(n, 0.1)).count();
+        assert!((140..260).contains(&slow), "{slow} of 2000 in slow environments");
+        assert!(nodes.iter().all(|n| slow_environment(n, 0.1) == slow_environment(n, 0.1)));
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_slots_wait_inside_the_compiler() {
+        let usage = Usage::default();
+        let slots = tokio::sync::Semaphore::new(2);
+        let work = Duration::from_millis(50);
+        let started = Instant::now();
+        tokio::join!(
+            in_a_slot(&usage, &slots, work),
+            in_a_slot(&usage, &slots, work),
+            in_a_slot(&usage, &slots, work)
+        );
+        assert!(started.elapsed() >= 2 * work, "the third waited for a slot");
+        assert!(usage.waited_us.load(Ordering::Relaxed) >= 45_000);
+        assert_eq!(usage.requests.load(Ordering::Relaxed), 3);
+    }
 
     #[test]
     fn the_canned_catalog_has_the_asked_size() {

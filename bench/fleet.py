@@ -1,0 +1,219 @@
+"""The operator's questions, as scenarios of bench/bench.py (each selectable with --scenarios):
+
+    balance     agent-run times at 80% and 110% of the compilers' capacity, with stub compilers
+                (a test double) that model puppetserver's JRuby pool: 4 compilers of 4 slots,
+                one at half speed, log-normal compile times, some environments 10x slower
+    herd        10,000 agents each starting one run within one second (after an LB failover)
+                while kept-alive agents measure what they suffer meanwhile
+    handshakes  each LB process's own CPU per full handshake with a client certificate, with
+                an independent client (`openssl s_time -new`), against the crypto floor
+    wrk         kept-alive requests/s and latency with wrk, an efficient C generator
+
+Every scenario runs each LB in turn in the same run, against the same backends."""
+import json, math, re, subprocess, threading, time
+
+# crossbar's strategies, then each peer as its documentation recommends for workers of fixed
+# concurrency (see bench.compilers_block).
+BALANCERS = [
+    ("crossbar", "least-latency"),
+    ("crossbar", "least-requests"),
+    ("crossbar", "round-robin"),
+    ("crossbar", "certname-hash"),
+    ("haproxy", "recommended"),
+    ("nginx", "recommended"),
+    ("apache", "recommended"),
+]
+
+# The modelled compilers: JRuby slots, speed factors, compile-time distribution, the work of a
+# non-catalog request (node, file_metadatas, report) at speed 1.
+MODEL = {"slots": 4, "speeds": [1.0, 1.0, 1.0, 0.5], "median_s": 0.2, "sigma": 0.6, "slow_share": 0.1, "other_s": 0.01}
+# Requests of an agent run besides the catalog (4 file_metadatas, the report; the first run
+# also asks for the node).
+OTHER_REQUESTS = 5
+RUN_INTERVAL_S = 30
+
+
+def capacity(model=MODEL):
+    """Runs per second the modelled compilers complete when every slot is busy."""
+    mean_compile = model["median_s"] * math.exp(model["sigma"] ** 2 / 2) * (1 - model["slow_share"] + 10 * model["slow_share"])
+    slot_seconds_per_run = mean_compile + OTHER_REQUESTS * model["other_s"]
+    return model["slots"] * sum(model["speeds"]) / slot_seconds_per_run
+
+
+def label(kind, strategy):
+    return f"{kind} {strategy}" if kind == "crossbar" else {"haproxy": "haproxy leastconn+maxconn", "nginx": "nginx least_conn+max_conns", "apache": "apache bybusyness"}[kind]
+
+
+def get_json(url):
+    out = subprocess.run(["curl", "-sf", url], capture_output=True, text=True, timeout=10).stdout
+    return json.loads(out)
+
+
+def balance(b):
+    seconds = 4 if b.smoke else b.args.balance_seconds
+    model = dict(MODEL)
+    stubs = []
+    for i, speed in enumerate(model["speeds"], 1):
+        proc = b.start(f"jruby{i}", [b.crossbar, "stub-compiler", "--slots", str(model["slots"]), "--speed", str(speed), "--compile-median", f"{int(model['median_s'] * 1000)}ms", "--compile-sigma", str(model["sigma"]), "--slow-share", str(model["slow_share"]), "--other-delay", f"{int(model['other_s'] * 1000)}ms"])
+        from bench import wait_line
+        stubs.append(wait_line(proc.out, "listening on").rsplit("//", 1)[1])
+    cap = capacity(model)
+    out = {"model": model, "capacity_runs_per_s": cap, "interval_s": RUN_INTERVAL_S, "seconds": seconds, "loads": {}}
+    for load in (0.8, 1.1):
+        agents = max(8, round(load * cap * RUN_INTERVAL_S)) if not b.smoke else 16
+        rows = {}
+        for kind, strategy in BALANCERS:
+            if kind not in b.args.peers:
+                continue
+            name = label(kind, strategy)
+            b.log(f"balance at {load:.0%}: {name}, {agents} agents, {seconds} s")
+            proc, addr = b.start_lb(kind, "rsa", compilers=[(s, model["slots"]) for s in stubs], balance=strategy, name=f"balance-{kind}-{strategy}")
+            try:
+                before = [get_json(f"http://{s}/stub/v1/stats") for s in stubs]
+                report = b.sim("runs", "--lb", addr, "--certs", str(b.work / "agents"), "--agents", str(agents), "--interval", f"{RUN_INTERVAL_S}s", "--splay", "--duration", f"{seconds}s", timeout=seconds * 3 + 300)
+                after = [get_json(f"http://{s}/stub/v1/stats") for s in stubs]
+            finally:
+                proc.stop()
+            wall = max(report["seconds"], 1e-9)
+            report["utilisation"] = [(a["busy_slot_s"] - o["busy_slot_s"]) / (model["slots"] * wall) for o, a in zip(before, after)]
+            report["compiler_wait_s"] = [a["waited_s"] - o["waited_s"] for o, a in zip(before, after)]
+            report["agents"] = agents
+            rows[name] = slim(report)
+            b.log(f"  runs {report['runs']} failed {report['runs_failed']}, run p50 {report['run_ms']['p50']:.0f} ms p99 {report['run_ms']['p99']:.0f} ms, utilisation " + " ".join(f"{u:.0%}" for u in report["utilisation"]))
+        out["loads"][f"{int(load * 100)}%"] = rows
+    for proc in b.procs:
+        if proc.name.startswith("jruby"):
+            proc.stop()
+    b.results["balance"] = out
+
+
+def slim(report):
+    """A sim report without the per-run timeline (kept for the herd only)."""
+    return {k: v for k, v in report.items() if k != "completions_s"}
+
+
+class PeakMemory:
+    """Samples the PSS of a process tree until stopped; keeps the peak."""
+
+    def __init__(self, pids_of):
+        from bench import pss_kib
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(pids_of, pss_kib), daemon=True)
+        self._thread.start()
+
+    def _run(self, pids_of, pss_kib):
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, pss_kib(pids_of()))
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def herd(b):
+    agents = 40 if b.smoke else b.args.herd_agents
+    out = {"agents": agents, "window_s": 1, "observers": 16, "lbs": {}}
+    for kind in b.args.peers:
+        b.log(f"herd: {agents} agents within 1 s through {kind}")
+        proc, addr = b.start_lb(kind, "rsa", name=f"herd-{kind}")
+        try:
+            memory = PeakMemory(proc.pids)
+            report = b.sim("herd", "--lb", addr, "--certs", str(b.work / "agents"), "--agents", str(agents), "--window", "1s", "--observers", "16", "--duration", "300s", timeout=900)
+            report["peak_pss_kib"] = memory.stop()
+        finally:
+            proc.stop()
+        ends = report.get("completions_s", [])
+        report["completed_s"] = {f"{int(q * 100)}%": (ends[math.ceil(q * agents) - 1] if len(ends) >= math.ceil(q * agents) else None) for q in (0.5, 0.99, 1.0)}
+        out["lbs"][kind] = report
+        done = report["completed_s"]
+        b.log(f"  {kind}: 50% {done['50%']} s, 99% {done['99%']} s, 100% {done['100%']} s; failed {report['runs_failed']}; peak {report['peak_pss_kib'] / 1024:.0f} MiB")
+    b.results["herd"] = out
+
+
+def handshakes(b):
+    """LB CPU per full handshake, counted from /proc for the LB's processes alone, with two
+    `openssl s_time -new` clients presenting a Puppet-like agent certificate (RSA-4096)."""
+    seconds = 2 if b.smoke else 15
+    agent = b.work / "s_time-agent"
+    b.run([b.crossbar, "ca", "generate", "--cadir", str(b.work / "ca"), "--certname", "s-time-agent.example.com", "--out", str(agent), "--key", "rsa-4096"])
+    cert, key = agent / "s-time-agent.example.com.pem", agent / "s-time-agent.example.com.key"
+    out = {"seconds": seconds, "client": "openssl s_time -new (2 processes), agent key RSA-4096, GET /status/v1/simple", "lbs": {}}
+    from bench import cpu_seconds
+    for kind in b.args.peers:
+        for lb_key in ("rsa", "ec"):
+            proc, addr = b.start_lb(kind, lb_key, name=f"hs-{kind}")
+            try:
+                before = cpu_seconds(proc.pids())
+                clients = [subprocess.Popen(["openssl", "s_time", "-connect", addr, "-new", "-cert", str(cert), "-key", str(key), "-CAfile", b.ca_bundle, "-time", str(seconds), "-www", "/status/v1/simple"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+                outputs = [c.communicate(timeout=seconds + 60)[0] for c in clients]
+                used = cpu_seconds(proc.pids()) - before
+            finally:
+                proc.stop()
+            count = sum(int(m.group(1)) for o in outputs for m in [re.search(r"(\d+) connections in [\d.]+ real seconds", o)] if m)
+            result = {"handshakes": count, "lb_cpu_s": used, "cpu_ms_per_handshake": used / count * 1000 if count else None}
+            out["lbs"].setdefault(kind, {})[lb_key] = result
+            b.log(f"  {kind} ({lb_key}): {count} handshakes, {result['cpu_ms_per_handshake'] or 0:.3f} ms CPU each")
+            if not count:
+                b.log("  s_time said: " + outputs[0][-400:])
+    b.results["handshakes_per_process"] = out
+
+
+def floor_ms(ceiling):
+    """The server side's key operations of one handshake, one thread, in ms, per LB key: its
+    signature, an X25519 exchange, the CA's RSA-4096 signature on the agent certificate, the
+    agent's RSA-4096 PSS proof."""
+    def rate(key, what):
+        for r in ceiling.get(key, []):
+            if what in r["what"] and r.get("threads") == 1:
+                return r["per_second"]
+        return None
+    out = {}
+    for key in ("rsa-4096", "ec-p256"):
+        parts = {"signature": rate(key, "signatures"), "x25519": rate(key, "X25519"), "verify CA signature": rate(key, "certificate signature verifications"), "verify agent proof": rate(key, "PSS proof verifications")}
+        if all(parts.values()):
+            out[key] = {"total": sum(1000 / v for v in parts.values()), "parts": {k: 1000 / v for k, v in parts.items()}}
+    return out
+
+
+def wrk(b):
+    """Kept-alive throughput with wrk (2 threads, 32 connections; no client certificate: wrk has
+    no option for one), every LB in turn per round; the stub directly as the baseline."""
+    seconds = 2 if b.smoke else 10
+    rounds = 1 if b.smoke else 5
+    path = "/puppet/v3/file_metadatas/plugins?recurse=false&environment=production"
+    out = {"seconds": seconds, "rounds": rounds, "connections": 32, "threads": 2, "path": path, "lbs": {}, "direct": []}
+    from bench import cpu_seconds
+    for round_ in range(rounds):
+        out["direct"].append(run_wrk(f"http://{b.stubs[0]}{path}", seconds))
+        for kind in b.args.peers:
+            proc, addr = b.start_lb(kind, "rsa", name=f"wrk-{kind}")
+            try:
+                before = cpu_seconds(proc.pids())
+                result = run_wrk(f"https://{addr}{path}", seconds)
+                result["lb_cpu_s"] = cpu_seconds(proc.pids()) - before
+            finally:
+                proc.stop()
+            out["lbs"].setdefault(kind, []).append(result)
+            b.log(f"wrk round {round_ + 1}: {kind} {result['requests_per_second']:,.0f} req/s p99 {result['latency_ms'].get('99', 0):.2f} ms")
+    b.results["wrk"] = out
+
+
+def run_wrk(url, seconds):
+    text = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    latency = {m.group(1): to_ms(m.group(2)) for m in re.finditer(r"^\s+(50|75|90|99)%\s+([\d.]+\w+)", text, re.M)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {"requests_per_second": float(rps.group(1)) if rps else 0.0, "latency_ms": latency, "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def to_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        return None
+    return float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[m.group(2)]
+
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    return values[len(values) // 2] if values else None
