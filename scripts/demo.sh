@@ -147,7 +147,7 @@ step "what the backends were told (from the access log)"
 grep -o 'certname=[^ ]* verify=[^ ]*' lb.log | sort | uniq -c
 grep -o 'reason="invalid peer certificate: Revoked"' lb.log | sort | uniq -c | sed 's/^/handshakes refused: /'
 
-step "admin endpoint: http://127.0.0.1:$admin  (/healthz, /metrics, /pools, POST /pools/<pool>/members/<i>/drain|enable)"
+step "admin endpoint: http://127.0.0.1:$admin  (the admin page at /; /healthz, /metrics, /pools)"
 curl -s "http://127.0.0.1:$admin/healthz" || true
 curl -s "http://127.0.0.1:$admin/pools" | python3 -c '
 import json, sys

@@ -11,7 +11,7 @@ set -euo pipefail
 
 packages=(puppet-agent puppetserver openssl curl ca-certificates iproute2 procps util-linux
           python3 apache2 haproxy nginx debootstrap wrk postgresql keepalived lintian
-          systemd-container)
+          systemd-container chromium chromium-driver)
 if [ "${1:-}" = --chart ]; then
   packages+=(python3-matplotlib hyperfine)
 fi

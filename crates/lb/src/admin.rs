@@ -1,12 +1,21 @@
 //! The admin listener (loopback by default): `/healthz` for keepalived (this LB itself),
 //! `/readyz` for monitoring (this LB and its pools), `/metrics` for Prometheus, `/pools` as
-//! JSON, and draining or enabling a member at run time (what Apache's balancer-manager does).
+//! JSON, draining or enabling a member at run time (what Apache's balancer-manager does), and
+//! at `/` the admin page: pools, TLS, revocation and the CA's queue in one view ([`page`]).
+//!
+//! Viewing is open; every action, and the CA's lists, need an operator's token ([`auth`]).
+//! Actions are logged (target `crossbar::audit`) and kept for the page ([`ActionLog`]); CA
+//! actions also land in the CA's own audit trail under the operator's name ([`ca`]).
 
-use std::sync::Arc;
+mod auth;
+mod ca;
+mod page;
+
+use std::{collections::VecDeque, sync::Arc, sync::Mutex};
 
 use axum::{
-    extract::{Path, State},
-    http::{header, StatusCode},
+    extract::{Path, Query, State},
+    http::{header, HeaderMap, Method, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -14,7 +23,44 @@ use axum::{
 use serde_json::{json, Value};
 use tokio::{net::TcpListener, sync::watch};
 
+pub(crate) use self::auth::{read_tokens, AdminToken};
 use crate::{pool::Pool, state::LbState};
+
+/// What the admin routes share.
+pub(crate) struct Admin {
+    lb: Arc<LbState>,
+    actions: ActionLog,
+}
+
+type Shared = Arc<Admin>;
+
+/// The most recent operator actions on this LB, newest first, for the page.
+#[derive(Default)]
+pub(crate) struct ActionLog(Mutex<VecDeque<Value>>);
+
+/// Actions kept for the page.
+const ACTIONS_KEPT: usize = 100;
+
+impl ActionLog {
+    fn record(&self, operator: &str, action: &str, target: &str, outcome: &str) {
+        tracing::info!(target: "crossbar::audit", operator, action, subject = target, outcome, "admin page action");
+        let entry = json!({
+            "at": time::OffsetDateTime::now_utc().unix_timestamp(),
+            "operator": operator,
+            "action": action,
+            "target": target,
+            "outcome": outcome,
+        });
+        if let Ok(mut log) = self.0.lock() {
+            log.push_front(entry);
+            log.truncate(ACTIONS_KEPT);
+        }
+    }
+
+    fn recent(&self) -> Vec<Value> {
+        self.0.lock().map(|log| log.iter().cloned().collect()).unwrap_or_default()
+    }
+}
 
 /// Serves the admin routes until `stop` turns true.
 pub(crate) async fn serve(
@@ -32,6 +78,17 @@ pub(crate) async fn serve(
 }
 
 pub(crate) fn router(state: Arc<LbState>) -> Router {
+    let shared = Arc::new(Admin { lb: state.clone(), actions: ActionLog::default() });
+    let page_routes = Router::new()
+        .route("/", get(page::index))
+        .route("/page.css", get(page::style))
+        .route("/page.js", get(page::script))
+        .route("/api/state", get(overview))
+        .route("/api/ca/{list}", get(ca_list))
+        .route("/api/ca/{action}/{certname}", post(ca_action))
+        .route("/pools/{pool}/members/{member}/drain", post(drain))
+        .route("/pools/{pool}/members/{member}/enable", post(enable))
+        .with_state(shared);
     let router = Router::new();
     let router = if crate::liveness::debug_wedge_enabled() {
         router.route("/debug/wedge-worker", post(wedge_worker))
@@ -43,9 +100,8 @@ pub(crate) fn router(state: Arc<LbState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/pools", get(pools))
-        .route("/pools/{pool}/members/{member}/drain", post(drain))
-        .route("/pools/{pool}/members/{member}/enable", post(enable))
         .with_state(state)
+        .merge(page_routes)
 }
 
 /// 200 when this LB itself can serve (what keepalived tracks): its listener accepts, its
@@ -139,30 +195,213 @@ fn member_json(index: usize, m: &crate::pool::Member) -> Value {
         "requests": m.stats.requests.load(Relaxed),
         "failures": m.stats.failures.load(Relaxed),
         "ejections": m.stats.ejections.load(Relaxed),
+        "answers_5xx": m.stats.by_class[4].load(Relaxed),
+        "last_down": m.last_down().map(|(at, why)| json!({"at": at, "why": why})),
     })
 }
 
+/// Everything the page shows of this LB, in one answer.
+async fn overview(State(admin): State<Shared>) -> Json<Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let state = &admin.lb;
+    let generation = state.generation();
+    let metrics = &state.metrics;
+    let tls = generation.tls.current();
+    let crl = tls.crl.as_ref().map(|c| {
+        json!({
+            "number": c.number,
+            "this_update": c.this_update.unix_timestamp(),
+            "next_update": c.next_update.map(|t| t.unix_timestamp()),
+            "revoked": c.revoked.len(),
+        })
+    });
+    let source = match (&generation.config.crl_pull, &generation.config.tls.crl) {
+        (Some(pull), _) => format!("pulled from pool {} every {:?}", pull.pool, pull.refresh),
+        (None, Some(path)) => format!("file {}", path.display()),
+        (None, None) => "none".to_owned(),
+    };
+    let last_pull = metrics.crl_last_pull.lock().ok().and_then(|last| {
+        last.as_ref().map(|(at, outcome)| json!({"at": at.unix_timestamp(), "outcome": outcome}))
+    });
+    let pools: Vec<Value> =
+        sorted_pools(&generation.proxy).into_iter().map(|p| pool_detail(p)).collect();
+    let failures: serde_json::Map<String, Value> =
+        metrics.handshake_failures().into_iter().map(|(k, v)| (k.to_owned(), json!(v))).collect();
+    Json(json!({
+        "now": time::OffsetDateTime::now_utc().unix_timestamp(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "listen": generation.config.listen.to_string(),
+        "problems": state.problems(),
+        "can_act": !generation.config.admin_tokens.is_empty(),
+        "tls": {
+            "handshakes": metrics.handshakes.load(Relaxed),
+            "failures": failures,
+            "open": metrics.connections_open.load(Relaxed),
+            "parked": metrics.connections_parked.load(Relaxed),
+            "closed_revoked": metrics.connections_closed_revoked.load(Relaxed),
+            "cert_not_after": tls.cert_validity.map(|(_, after)| after.unix_timestamp()),
+        },
+        "crl": {
+            "current": crl,
+            "source": source,
+            "pulls": metrics.crl_pulls.load(Relaxed),
+            "pull_failures": metrics.crl_pull_failures.load(Relaxed),
+            "last_pull": last_pull,
+        },
+        "pools": pools,
+        "actions": admin.actions.recent(),
+    }))
+}
+
+fn pool_detail(pool: &Pool) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut value = pool_json(pool);
+    let stats = &pool.stats;
+    if let Some(object) = value.as_object_mut() {
+        object.insert("p50_s".into(), json!(stats.duration.quantile(0.5)));
+        object.insert("p99_s".into(), json!(stats.duration.quantile(0.99)));
+        object.insert(
+            "shed".into(),
+            json!({
+                "no_member": stats.shed_no_member.load(Relaxed),
+                "queue_full": stats.shed_queue_full.load(Relaxed),
+                "queue_timeout": stats.shed_queue_timeout.load(Relaxed),
+                "backend_failed": stats.shed_backend_failed.load(Relaxed),
+            }),
+        );
+    }
+    value
+}
+
+/// The operator a request acts for, or why not.
+fn operator(admin: &Admin, headers: &HeaderMap) -> Result<String, auth::Refusal> {
+    let generation = admin.lb.generation();
+    auth::authorize(&generation.config.admin_tokens, headers).map(|t| t.name.clone()).inspect_err(
+        |refusal| {
+            tracing::warn!(target: "crossbar::audit", reason = refusal.message(), "admin action refused");
+        },
+    )
+}
+
+fn refused(refusal: auth::Refusal) -> Response {
+    (refusal.status(), format!("{}\n", refusal.message())).into_response()
+}
+
 async fn drain(
-    State(state): State<Arc<LbState>>,
+    State(admin): State<Shared>,
+    headers: HeaderMap,
     Path((pool, member)): Path<(String, usize)>,
 ) -> Response {
-    set_drained(&state, &pool, member, true)
+    set_drained(&admin, &headers, &pool, member, true)
 }
 
 async fn enable(
-    State(state): State<Arc<LbState>>,
+    State(admin): State<Shared>,
+    headers: HeaderMap,
     Path((pool, member)): Path<(String, usize)>,
 ) -> Response {
-    set_drained(&state, &pool, member, false)
+    set_drained(&admin, &headers, &pool, member, false)
 }
 
-fn set_drained(state: &LbState, pool_name: &str, index: usize, drained: bool) -> Response {
-    let proxy = state.proxy();
+fn set_drained(
+    admin: &Admin,
+    headers: &HeaderMap,
+    pool_name: &str,
+    index: usize,
+    drained: bool,
+) -> Response {
+    let operator = match operator(admin, headers) {
+        Ok(name) => name,
+        Err(refusal) => return refused(refusal),
+    };
+    let proxy = admin.lb.proxy();
+    let action = if drained { "drain" } else { "enable" };
     let Some(member) = proxy.pool(pool_name).and_then(|p| p.members().get(index)) else {
+        let target = format!("{pool_name}/{index}");
+        admin.actions.record(&operator, action, &target, "no such member");
         return (StatusCode::NOT_FOUND, format!("no member {index} in pool {pool_name}\n"))
             .into_response();
     };
     member.set_drained(drained);
     tracing::info!(pool = pool_name, member = member.url(), drained, "operator changed a member");
+    admin.actions.record(&operator, action, &format!("{pool_name} {}", member.url()), "done");
     Json(member_json(index, member)).into_response()
+}
+
+/// The CA's lists, for an operator: `requests` (pending CSRs), `signed`, `revoked`.
+async fn ca_list(
+    State(admin): State<Shared>,
+    headers: HeaderMap,
+    Path(list): Path<String>,
+    Query(_): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let operator = match operator(&admin, &headers) {
+        Ok(name) => name,
+        Err(refusal) => return refused(refusal),
+    };
+    let state = match list.as_str() {
+        "requests" => "requested",
+        "signed" => "signed",
+        "revoked" => "revoked",
+        _ => return (StatusCode::NOT_FOUND, "lists: requests, signed, revoked\n").into_response(),
+    };
+    let path = format!("/puppet-ca/v1/certificate_statuses/any?state={state}");
+    forward(&admin, &operator, Method::GET, &path, None).await
+}
+
+/// An operator's CA action: `sign` or `reject` a pending request, `revoke` a certificate.
+async fn ca_action(
+    State(admin): State<Shared>,
+    headers: HeaderMap,
+    Path((action, certname)): Path<(String, String)>,
+) -> Response {
+    let operator = match operator(&admin, &headers) {
+        Ok(name) => name,
+        Err(refusal) => return refused(refusal),
+    };
+    if pki::Certname::parse(&certname).is_err() {
+        admin.actions.record(&operator, &action, &certname, "refused: not a certname");
+        return (StatusCode::BAD_REQUEST, "not a certname\n").into_response();
+    }
+    let path = format!("/puppet-ca/v1/certificate_status/{certname}");
+    let (method, body) = match action.as_str() {
+        "sign" => (Method::PUT, Some(r#"{"desired_state":"signed"}"#)),
+        "revoke" => (Method::PUT, Some(r#"{"desired_state":"revoked"}"#)),
+        "reject" => (Method::DELETE, None),
+        _ => return (StatusCode::NOT_FOUND, "actions: sign, reject, revoke\n").into_response(),
+    };
+    let body = body.map(|text: &'static str| bytes::Bytes::from_static(text.as_bytes()));
+    let response = forward(&admin, &operator, method, &path, body).await;
+    let outcome = if response.status().is_success() {
+        "done".to_owned()
+    } else {
+        format!("CA answered {}", response.status())
+    };
+    admin.actions.record(&operator, &action, &certname, &outcome);
+    response
+}
+
+/// One CA call, its answer passed on (a CA that cannot be reached is a 502).
+async fn forward(
+    admin: &Admin,
+    operator: &str,
+    method: Method,
+    path: &str,
+    body: Option<bytes::Bytes>,
+) -> Response {
+    let proxy = admin.lb.proxy();
+    match ca::call(&proxy, operator, method, path, body).await {
+        Ok((status, body)) => {
+            let kind = if body.first() == Some(&b'[') || body.first() == Some(&b'{') {
+                "application/json"
+            } else {
+                "text/plain; charset=utf-8"
+            };
+            (status, [(header::CONTENT_TYPE, kind)], body).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "admin page: CA call failed");
+            (StatusCode::BAD_GATEWAY, format!("{e}\n")).into_response()
+        }
+    }
 }

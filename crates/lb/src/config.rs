@@ -23,6 +23,8 @@ use crate::{
 pub struct LbConfig {
     pub(crate) listen: SocketAddr,
     pub(crate) admin_listen: Option<SocketAddr>,
+    /// Who may act on the admin listener (none: nobody).
+    pub(crate) admin_tokens: Vec<crate::admin::AdminToken>,
     pub(crate) tls: TlsFiles,
     pub(crate) tls_reload_interval: Duration,
     /// Pull the CRL from this pool every `refresh` (instead of a file).
@@ -308,6 +310,10 @@ impl TryFrom<FileLbConfig> for LbConfig {
         Ok(Self {
             listen: file.listen,
             admin_listen: file.admin_listen,
+            admin_tokens: match &file.admin_token_file {
+                Some(path) => crate::admin::read_tokens(path)?,
+                None => Vec::new(),
+            },
             tls: TlsFiles {
                 cert: file.cert,
                 key: file.key,

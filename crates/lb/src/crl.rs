@@ -67,9 +67,13 @@ pub(crate) async fn pull_loop(state: Arc<LbState>, pull: CrlPull, mut stop: watc
     let mut since: Option<Validator> = None;
     loop {
         match pull_once(&state, &pull, since.as_ref()).await {
-            Ok(Some(validator)) => since = Some(validator),
-            Ok(None) => {}
+            Ok(Some(validator)) => {
+                since = Some(validator);
+                state.metrics.crl_pulled("a new CRL installed");
+            }
+            Ok(None) => state.metrics.crl_pulled("unchanged"),
             Err(e) => {
+                state.metrics.crl_pulled(format!("failed: {e}"));
                 state.metrics.crl_pull_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(pool = %pull.pool, error = %e, "CRL pull failed; keeping the CRL in use");
             }

@@ -51,6 +51,23 @@ pub(crate) fn set_proxy_secret(headers: &mut HeaderMap, secret: &crate::config::
     }
 }
 
+/// Sets the identity headers for an operator of the admin page (no certificate: the CA sees
+/// the name, authorizes it against its `admin_certnames`, and records it in its audit trail).
+pub(crate) fn apply_operator(
+    headers: &mut HeaderMap,
+    name: &str,
+) -> Result<(), http::header::InvalidHeaderValue> {
+    let dn = HeaderValue::from_str(&format!("CN={name}"))?;
+    let spoofed: Vec<HeaderName> =
+        headers.keys().filter(|n| is_identity_header(n)).cloned().collect();
+    for header in spoofed {
+        headers.remove(header);
+    }
+    headers.insert(X_CLIENT_VERIFY, HeaderValue::from_static("SUCCESS"));
+    headers.insert(X_CLIENT_DN, dn);
+    Ok(())
+}
+
 /// Removes every client-sent copy of the identity headers, then sets them from `identity`.
 pub(crate) fn apply_identity(headers: &mut HeaderMap, identity: &ClientIdentity) {
     let spoofed: Vec<HeaderName> =

@@ -30,6 +30,24 @@ impl Histogram {
         self.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// The upper bound of the bucket holding quantile `q`, in seconds (`None` before any
+    /// request, or past the last bucket).
+    pub(crate) fn quantile(&self, q: f64) -> Option<f64> {
+        let count = self.count.load(Ordering::Relaxed);
+        if count == 0 {
+            return None;
+        }
+        let rank = (q.clamp(0.0, 1.0) * count as f64).ceil().max(1.0) as u64;
+        let mut cumulative = 0;
+        for (le, bucket) in DURATION_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            if cumulative >= rank {
+                return Some(*le);
+            }
+        }
+        None
+    }
+
     pub(crate) fn encode(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (le, bucket) in DURATION_BUCKETS.iter().zip(&self.buckets) {
@@ -50,6 +68,20 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantiles_are_the_bounds_of_their_buckets() {
+        let h = Histogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        for _ in 0..98 {
+            h.observe(Duration::from_millis(3));
+        }
+        h.observe(Duration::from_millis(400));
+        h.observe(Duration::from_secs(2));
+        assert_eq!(h.quantile(0.5), Some(0.005));
+        assert_eq!(h.quantile(0.99), Some(0.5));
+        assert_eq!(h.quantile(1.0), Some(2.5));
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {

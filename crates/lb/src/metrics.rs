@@ -97,6 +97,8 @@ pub(crate) struct Metrics {
     pub(crate) connections_closed_revoked: AtomicU64,
     pub(crate) crl_pulls: AtomicU64,
     pub(crate) crl_pull_failures: AtomicU64,
+    /// When the CRL was last pulled, and what came of it (for the admin page).
+    pub(crate) crl_last_pull: std::sync::Mutex<Option<(time::OffsetDateTime, String)>>,
     accept_errors: AtomicU64,
     refusals: [AtomicU64; Refusal::ALL.len()],
     client_faults: [AtomicU64; ClientFault::ALL.len()],
@@ -112,6 +114,22 @@ fn count<T: PartialEq>(counters: &[AtomicU64], all: &[T], value: &T) {
 impl Metrics {
     pub(crate) fn handshake_failed(&self, reason: HandshakeFailure) {
         count(&self.handshake_failures, &HandshakeFailure::ALL, &reason);
+    }
+
+    /// Failed handshakes so far, by reason.
+    pub(crate) fn handshake_failures(&self) -> Vec<(&'static str, u64)> {
+        HandshakeFailure::ALL
+            .iter()
+            .zip(&self.handshake_failures)
+            .map(|(reason, count)| (reason.label(), count.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Remembers the outcome of a CRL pull.
+    pub(crate) fn crl_pulled(&self, outcome: impl Into<String>) {
+        if let Ok(mut last) = self.crl_last_pull.lock() {
+            *last = Some((time::OffsetDateTime::now_utc(), outcome.into()));
+        }
     }
 
     pub(crate) fn accept_failed(&self) {

@@ -33,6 +33,8 @@ pub(crate) struct Member {
     health: Mutex<Health>,
     released: Arc<Notify>,
     latency: Mutex<Ewma>,
+    /// Why the member last went out of rotation, and when (unix seconds), for the admin page.
+    last_down: Mutex<Option<(i64, String)>>,
     pub(crate) stats: MemberStats,
 }
 
@@ -85,6 +87,7 @@ impl Member {
             max_in_flight,
             in_flight: AtomicUsize::new(0),
             latency: Mutex::new(Ewma::default()),
+            last_down: Mutex::new(None),
             healthy: AtomicBool::new(true),
             drained: AtomicBool::new(false),
             health: Mutex::new(Health::new()),
@@ -124,18 +127,33 @@ impl Member {
     /// An active probe's result; returns the transition, if any.
     pub(crate) fn record_probe(&self, ok: bool, policy: &HealthPolicy) -> Option<Transition> {
         let transition = self.health.lock().ok()?.probe(ok, Instant::now(), policy);
+        if transition == Some(Transition::Down) {
+            self.note_down("failed its health checks");
+        }
         self.apply(transition)
     }
 
     /// A request failed in a way that says the member is gone: out of rotation at once.
-    pub(crate) fn eject(&self, policy: &HealthPolicy) -> Option<Transition> {
+    pub(crate) fn eject(&self, policy: &HealthPolicy, reason: &str) -> Option<Transition> {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
         let transition = self.health.lock().ok()?.eject(Instant::now(), policy);
         if transition.is_some() {
             self.stats.ejections.fetch_add(1, Ordering::Relaxed);
             self.upstream.clear_idle();
+            self.note_down(reason);
         }
         self.apply(transition)
+    }
+
+    fn note_down(&self, reason: &str) {
+        if let Ok(mut last) = self.last_down.lock() {
+            *last = Some((time::OffsetDateTime::now_utc().unix_timestamp(), reason.to_owned()));
+        }
+    }
+
+    /// Why the member last went out of rotation, and when (unix seconds).
+    pub(crate) fn last_down(&self) -> Option<(i64, String)> {
+        self.last_down.lock().ok()?.clone()
     }
 
     /// How long until the next probe.
@@ -430,7 +448,10 @@ mod tests {
     async fn ejected_and_drained_members_take_nothing_and_standbys_step_in() {
         let pool = pool(&[(false, None), (false, None), (true, None)], quick());
         let policy = HealthPolicy::default();
-        assert_eq!(pool.members()[0].eject(&policy), Some(Transition::Down));
+        assert_eq!(pool.members()[0].last_down(), None);
+        assert_eq!(pool.members()[0].eject(&policy, "connection refused"), Some(Transition::Down));
+        let (_, why) = pool.members()[0].last_down().unwrap_or_default();
+        assert_eq!(why, "connection refused", "the page says why a member is out");
         for _ in 0..4 {
             assert_eq!(pool.acquire(None, &[]).await.map(|(i, _)| i), Ok(1));
         }
@@ -461,7 +482,7 @@ mod tests {
             async move { pool.acquire(None, &[]).await.map(|(i, _)| i) }
         });
         crate::test_util::until(|| pool.queued() == 1).await;
-        pool.members()[0].eject(&policy);
+        pool.members()[0].eject(&policy, "test");
         drop(slot);
         assert_eq!(pool.members()[0].record_probe(true, &policy), Some(Transition::Up));
         assert_eq!(waiter.await.expect("join"), Ok(0));

@@ -71,7 +71,6 @@ impl RouteTable {
     }
 
     /// The pool for a request to `path` with `query`.
-    #[cfg(test)]
     pub(crate) fn pool_for(&self, path: &str, query: Option<&str>) -> &str {
         self.route_for(Target { path, query, user_agent: None }).1
     }

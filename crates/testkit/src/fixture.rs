@@ -119,6 +119,16 @@ fn snapshot_into(base: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
     }
 }
 
+/// An admin token file in `dir` for the operator [`ADMIN_NAME`] (whom the single-node CA
+/// lists in `admin_certnames`); returns the `[lb]` line naming it and the token.
+pub fn admin_token(dir: &Path) -> (String, String) {
+    let token = "5f0c3a9d1e7b24c68a9f03d2b1e4c7a65f0c3a9d1e7b24c6".to_owned();
+    let path = dir.join("admin-tokens");
+    std::fs::write(&path, format!("# operators of the admin page\n{ADMIN_NAME} {token}\n"))
+        .unwrap();
+    (format!("admin_token_file = \"{}\"", path.display()), token)
+}
+
 /// A running `crossbar serve`.
 pub struct Crossbar {
     pub child: ChildGuard,
@@ -223,10 +233,21 @@ pub fn http(
     path: &str,
     body: &[u8],
 ) -> std::io::Result<(u16, Vec<u8>)> {
+    http_with(addr, method, path, &[], body)
+}
+
+/// [`http`] with request headers.
+pub fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.write_all(&crate::tls::request(method, path, &[], body))?;
+    stream.write_all(&crate::tls::request(method, path, headers, body))?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);

@@ -154,7 +154,7 @@ pub fn exchange(
 
 /// Reads exactly one reply from a kept-alive connection (by `Content-Length` or chunked
 /// framing), leaving the connection open.
-pub fn read_reply(stream: &mut StreamOwned<ClientConnection, TcpStream>) -> Result<Reply, String> {
+pub fn read_reply(stream: &mut impl Read) -> Result<Reply, String> {
     let mut raw = Vec::new();
     let mut byte = [0u8; 1];
     while !raw.ends_with(b"\r\n\r\n") {

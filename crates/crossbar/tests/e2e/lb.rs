@@ -11,7 +11,7 @@ use std::{
 
 use pki::KeyAlgorithm;
 use testkit::{
-    fixture::{http, CaFixture, Crossbar, ADMIN_NAME},
+    fixture::{admin_token, http, http_with, CaFixture, Crossbar, ADMIN_NAME},
     stub::StubBackend,
     tls::{request, Reply, TlsClient},
     wait,
@@ -209,16 +209,36 @@ fn operators_drain_and_enable_members_and_readyz_follows_while_healthz_stays() {
     let fx = CaFixture::new(KeyAlgorithm::EcP256);
     let a = StubBackend::start(Duration::ZERO);
     let b = StubBackend::start(Duration::ZERO);
-    let pool = format!("[lb.pools.compilers]\nbalance = \"round-robin\"\nmembers = [{{ url = \"{}\" }}, {{ url = \"{}\" }}]\n", a.url(), b.url());
+    let (token_line, token) = admin_token(fx.dir());
+    let pool = format!("{token_line}\n[lb.pools.compilers]\nbalance = \"round-robin\"\nmembers = [{{ url = \"{}\" }}, {{ url = \"{}\" }}]\n", a.url(), b.url());
     let cb = start(&fx, &pool);
     let client = TlsClient::new(&fx.ca_bundle(), None);
+    let bearer = format!("Bearer {token}");
+    let admin = |path: &str| {
+        let (status, body) =
+            http_with(cb.admin.unwrap(), "POST", path, &[("Authorization", &bearer)], b"").unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    // Without the token, or with a wrong one, nothing changes.
     let (status, body) =
         http(cb.admin.unwrap(), "POST", "/pools/compilers/members/0/drain", b"").unwrap();
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    let wrong = [("Authorization", "Bearer 00000000000000000000000000000000")];
+    let (status, _) =
+        http_with(cb.admin.unwrap(), "POST", "/pools/compilers/members/0/drain", &wrong, b"")
+            .unwrap();
+    assert_eq!(status, 401);
+    let (by_a, by_b) = (0..4).fold((0, 0), |(x, y), _| {
+        let by = served_by(&get(&client, &cb, "/x", &[]));
+        (x + usize::from(by == a.addr.to_string()), y + usize::from(by == b.addr.to_string()))
+    });
+    assert_eq!((by_a, by_b), (2, 2), "both still serve after refused drains");
+    let (status, body) = admin("/pools/compilers/members/0/drain");
+    assert_eq!(status, 200, "{body}");
     for _ in 0..4 {
         assert_eq!(served_by(&get(&client, &cb, "/x", &[])), b.addr.to_string());
     }
-    http(cb.admin.unwrap(), "POST", "/pools/compilers/members/1/drain", b"").unwrap();
+    admin("/pools/compilers/members/1/drain");
     let reply = get(&client, &cb, "/x", &[]);
     assert_eq!(reply.status, 503, "nothing left to serve: {}", reply.text());
     assert!(reply.header("retry-after").is_some());
@@ -227,12 +247,34 @@ fn operators_drain_and_enable_members_and_readyz_follows_while_healthz_stays() {
     // The backends are the other LB's too: moving the VIP would not help, so /healthz, which
     // keepalived tracks, stays up.
     assert_eq!(admin_get(&cb, "/healthz"), (200, "ok\n".to_owned()));
-    http(cb.admin.unwrap(), "POST", "/pools/compilers/members/0/enable", b"").unwrap();
+    admin("/pools/compilers/members/0/enable");
     assert_eq!(served_by(&get(&client, &cb, "/x", &[])), a.addr.to_string());
     assert_eq!(admin_get(&cb, "/readyz").0, 200);
+    assert_eq!(admin("/pools/compilers/members/9/drain").0, 404);
+    // Every action is on the page's record, with its operator.
+    let (_, state) = admin_get(&cb, "/api/state");
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let actions: Vec<String> = state["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {} {}",
+                a["operator"].as_str().unwrap(),
+                a["action"].as_str().unwrap(),
+                a["outcome"].as_str().unwrap()
+            )
+        })
+        .collect();
     assert_eq!(
-        http(cb.admin.unwrap(), "POST", "/pools/compilers/members/9/drain", b"").unwrap().0,
-        404
+        actions,
+        [
+            format!("{ADMIN_NAME} drain no such member"),
+            format!("{ADMIN_NAME} enable done"),
+            format!("{ADMIN_NAME} drain done"),
+            format!("{ADMIN_NAME} drain done"),
+        ]
     );
 }
 

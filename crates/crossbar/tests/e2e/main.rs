@@ -5,6 +5,7 @@
 // A panic is a failed test; helpers unwrap freely.
 #![allow(clippy::unwrap_used)]
 
+mod admin_page;
 mod attack;
 mod ca_database;
 mod ca_flows;

@@ -19,6 +19,9 @@ pub struct FileLbConfig {
     pub(crate) crl: Option<OneOf<FileCrlTable>>,
     #[serde(default)]
     pub(crate) admin_listen: Option<SocketAddr>,
+    /// Operators who may act on the admin listener: `name token` lines.
+    #[serde(default)]
+    pub(crate) admin_token_file: Option<PathBuf>,
     #[serde(default)]
     pub(crate) pools: BTreeMap<String, FilePool>,
     #[serde(default)]

@@ -220,7 +220,7 @@ fn declared_length(parts: &Parts, body: &Incoming) -> Option<u64> {
 }
 
 fn note_ejection(pool: &Pool, member: &Member, reason: &str) {
-    if member.eject(&pool.settings.health).is_some() {
+    if member.eject(&pool.settings.health, reason).is_some() {
         tracing::warn!(pool = %pool.name, member = member.url(), reason, "member ejected: out of rotation until it passes its health checks");
     }
 }
