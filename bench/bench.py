@@ -314,9 +314,9 @@ class Bench:
             agent = self.work / "agents" / "agent00000.sim.example.com"
             self.run([self.crossbar, "sim", "ceiling", "--key", key, "--duration", duration, "--tls-cert", tls["cert"], "--tls-key", tls["key"], "--ca", self.ca_bundle, "--crl", self.crl, "--client-cert", f"{agent}.pem", "--client-key", f"{agent}.key", "--json", str(out)])
             rates = json.loads(out.read_text())
-            before = {r["what"]: r for r in self.results["ceiling"].get(key, [])}
+            before = {(r["what"], r["threads"]): r for r in self.results["ceiling"].get(key, [])}
             for rate in rates:
-                rate["runs"] = before.get(rate["what"], {}).get("runs", []) + [rate["per_second"]]
+                rate["runs"] = before.get((rate["what"], rate["threads"]), {}).get("runs", []) + [rate["per_second"]]
                 rate["per_second"] = max(rate["runs"])
             self.results["ceiling"][key] = rates
 
@@ -425,6 +425,8 @@ def main():
     parser.add_argument("--peers", nargs="+", default=PEERS, choices=PEERS)
     parser.add_argument("--scenarios", nargs="+", default=SCENARIOS, choices=SCENARIOS, help="what to run (default: all); see bench/fleet.py for the operator scenarios")
     parser.add_argument("--balance-seconds", type=int, default=120, help="balance: seconds of agent runs at each load, per LB")
+    parser.add_argument("--balancers", nargs="+", help="balance: only these, as kind:strategy (e.g. crossbar:least-latency haproxy:recommended); default all")
+    parser.add_argument("--loads", nargs="+", type=float, default=[0.8, 1.1], help="balance: loads, as fractions of the compilers' capacity")
     parser.add_argument("--herd-agents", type=int, default=10000, help="herd: agents starting a run within one second")
     parser.add_argument("--rounds", type=int, default=3, help="kept-alive throughput rounds per LB, interleaved; the median counts")
     parser.add_argument("--skip-puppetserver", action="store_true", help="no storm against puppetserver's CA")

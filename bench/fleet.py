@@ -59,10 +59,11 @@ def balance(b):
         stubs.append(wait_line(proc.out, "listening on").rsplit("//", 1)[1])
     cap = capacity(model)
     out = {"model": model, "capacity_runs_per_s": cap, "interval_s": RUN_INTERVAL_S, "seconds": seconds, "loads": {}}
-    for load in (0.8, 1.1):
+    chosen = [tuple(x.split(":", 1)) for x in b.args.balancers] if b.args.balancers else BALANCERS
+    for load in b.args.loads:
         agents = max(8, round(load * cap * RUN_INTERVAL_S)) if not b.smoke else 16
         rows = {}
-        for kind, strategy in BALANCERS:
+        for kind, strategy in chosen:
             if kind not in b.args.peers:
                 continue
             name = label(kind, strategy)
@@ -133,46 +134,53 @@ def herd(b):
 
 def handshakes(b):
     """LB CPU per full handshake, counted from /proc for the LB's processes alone, with two
-    `openssl s_time -new` clients presenting a Puppet-like agent certificate (RSA-4096)."""
+    `openssl s_time -new` clients presenting an agent certificate: RSA-4096 (Puppet's default
+    agent key) and EC P-256 (the simulator's agents)."""
     seconds = 2 if b.smoke else 15
-    agent = b.work / "s_time-agent"
-    b.run([b.crossbar, "ca", "generate", "--cadir", str(b.work / "ca"), "--certname", "s-time-agent.example.com", "--out", str(agent), "--key", "rsa-4096"])
-    cert, key = agent / "s-time-agent.example.com.pem", agent / "s-time-agent.example.com.key"
-    out = {"seconds": seconds, "client": "openssl s_time -new (2 processes), agent key RSA-4096, GET /status/v1/simple", "lbs": {}}
+    agents = {}
+    for agent_key in ("rsa-4096", "ec-p256"):
+        name = f"s-time-{agent_key}.example.com"
+        out_dir = b.work / f"s_time-{agent_key}"
+        b.run([b.crossbar, "ca", "generate", "--cadir", str(b.work / "ca"), "--certname", name, "--out", str(out_dir), "--key", agent_key])
+        agents[agent_key] = (out_dir / f"{name}.pem", out_dir / f"{name}.key")
+    out = {"seconds": seconds, "client": "openssl s_time -new (2 processes), GET /status/v1/simple", "lbs": {}}
     from bench import cpu_seconds
     for kind in b.args.peers:
         for lb_key in ("rsa", "ec"):
-            proc, addr = b.start_lb(kind, lb_key, name=f"hs-{kind}")
-            try:
-                before = cpu_seconds(proc.pids())
-                clients = [subprocess.Popen(["openssl", "s_time", "-connect", addr, "-new", "-cert", str(cert), "-key", str(key), "-CAfile", b.ca_bundle, "-time", str(seconds), "-www", "/status/v1/simple"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-                outputs = [c.communicate(timeout=seconds + 60)[0] for c in clients]
-                used = cpu_seconds(proc.pids()) - before
-            finally:
-                proc.stop()
-            count = sum(int(m.group(1)) for o in outputs for m in [re.search(r"(\d+) connections in [\d.]+ real seconds", o)] if m)
-            result = {"handshakes": count, "lb_cpu_s": used, "cpu_ms_per_handshake": used / count * 1000 if count else None}
-            out["lbs"].setdefault(kind, {})[lb_key] = result
-            b.log(f"  {kind} ({lb_key}): {count} handshakes, {result['cpu_ms_per_handshake'] or 0:.3f} ms CPU each")
-            if not count:
-                b.log("  s_time said: " + outputs[0][-400:])
+            for agent_key, (cert, key) in agents.items():
+                proc, addr = b.start_lb(kind, lb_key, name=f"hs-{kind}")
+                try:
+                    before = cpu_seconds(proc.pids())
+                    clients = [subprocess.Popen(["openssl", "s_time", "-connect", addr, "-new", "-cert", str(cert), "-key", str(key), "-CAfile", b.ca_bundle, "-time", str(seconds), "-www", "/status/v1/simple"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+                    outputs = [c.communicate(timeout=seconds + 60)[0] for c in clients]
+                    used = cpu_seconds(proc.pids()) - before
+                finally:
+                    proc.stop()
+                count = sum(int(m.group(1)) for o in outputs for m in [re.search(r"(\d+) connections in [\d.]+ real seconds", o)] if m)
+                result = {"handshakes": count, "per_second": count / seconds, "lb_cpu_s": used, "cpu_ms_per_handshake": used / count * 1000 if count else None}
+                out["lbs"].setdefault(kind, {})[f"{lb_key}/{agent_key}"] = result
+                b.log(f"  {kind} (LB {lb_key}, agent {agent_key}): {count} handshakes, {result['cpu_ms_per_handshake'] or 0:.3f} ms CPU each")
+                if not count:
+                    b.log("  s_time said: " + outputs[0][-400:])
     b.results["handshakes_per_process"] = out
 
 
 def floor_ms(ceiling):
-    """The server side's key operations of one handshake, one thread, in ms, per LB key: its
-    signature, an X25519 exchange, the CA's RSA-4096 signature on the agent certificate, the
-    agent's RSA-4096 PSS proof."""
-    def rate(key, what):
-        for r in ceiling.get(key, []):
-            if what in r["what"] and r.get("threads") == 1:
-                return r["per_second"]
+    """The server side's key operations of one handshake, one thread, in ms, per LB key and
+    agent key: the LB's signature, an X25519 exchange, the CA's RSA-4096 signature on the agent
+    certificate, the agent's proof of its key (RSA-4096 PSS or ECDSA P-256)."""
+    def rate(what, key=None):
+        for k, rates in ceiling.items():
+            for r in rates:
+                if what in r["what"] and r.get("threads") == 1 and (key is None or k == key):
+                    return r["per_second"]
         return None
     out = {}
-    for key in ("rsa-4096", "ec-p256"):
-        parts = {"signature": rate(key, "signatures"), "x25519": rate(key, "X25519"), "verify CA signature": rate(key, "certificate signature verifications"), "verify agent proof": rate(key, "PSS proof verifications")}
-        if all(parts.values()):
-            out[key] = {"total": sum(1000 / v for v in parts.values()), "parts": {k: 1000 / v for k, v in parts.items()}}
+    for lb_key, lb in (("rsa-4096", "rsa"), ("ec-p256", "ec")):
+        for agent_key, proof in (("rsa-4096", "PSS proof verifications"), ("ec-p256", "ec-p256 proof verifications")):
+            parts = {"signature": rate("signatures", lb_key), "x25519": rate("X25519"), "verify CA signature": rate("certificate signature verifications"), "verify agent proof": rate(proof)}
+            if all(parts.values()):
+                out[f"{lb}/{agent_key}"] = {"total": sum(1000 / v for v in parts.values()), "parts": {k: 1000 / v for k, v in parts.items()}}
     return out
 
 

@@ -4,6 +4,8 @@ Run alone on a results JSON file, writes its .md and .png again."""
 import datetime, json
 from pathlib import Path
 
+import report_fleet
+
 PEERS = ["crossbar", "apache", "haproxy", "nginx"]
 
 
@@ -65,6 +67,16 @@ def markdown(results, date, png):
     out = [f"# crossbar against Apache, HAProxy and nginx — {date}\n"]
     out.append(f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, Linux {m['kernel']}.  ")
     out.append("Peers: " + "; ".join(f"{k}: `{v}`" for k, v in m["versions"].items()) + ".\n")
+    out.append("Scenarios in this run: " + ", ".join(f"`{s}`" for s in results.get("scenarios", ["proxy", "storm"])) + ".\n")
+    out.extend(report_fleet.markdown(results))
+    if results.get("lbs"):
+        out.extend(proxy_markdown(results))
+    out.extend(storm_markdown(results))
+    return finish_markdown(results, out, png)
+
+
+def proxy_markdown(results):
+    out = []
     out.append("Same machine, same run, same certificates (CA RSA-4096; LB keys RSA-4096 and EC P-256; agents EC P-256), "
                "same two stub compilers (a test double: canned bodies, no compile) and a crossbar CA behind every LB, same load from `crossbar sim`. "
                "Every LB: TLS 1.2/1.3, optional client certificate verified against the CA bundle and CRL, CA routes to the CA, the rest to the stubs, "
@@ -92,6 +104,11 @@ def markdown(results, date, png):
                    + "; ".join(f"{lb} " + " / ".join(f"{x:,.0f}" for x in v) for lb, v in rounds.items()) + ".")
     held = {lb: r.get("idle", {}).get("held") for lb, r in results["lbs"].items()}
     out.append(f"\nIdle agents actually held open: " + ", ".join(f"{lb} {n}" for lb, n in held.items()) + ".\n")
+    return out
+
+
+def storm_markdown(results):
+    out = []
     storm = results.get("storm", {})
     if storm:
         out.append("## Bootstrap storm\n")
@@ -106,13 +123,17 @@ def markdown(results, date, png):
             out.append(f"\ncrossbar's CA: {storm['crossbar']['bootstraps_per_second'] / storm['puppetserver']['bootstraps_per_second']:.1f}× puppetserver's.")
         if "crossbar" in storm and sign:
             out.append(f" Signing ceiling (RSA-4096 certificates issued in memory, 2 threads): {sign:,.0f}/s; the storm reaches {100 * storm['crossbar']['bootstraps_per_second'] / sign:.0f}% of it.\n")
-    out.append("## Ceilings (this machine, 2 threads)\n")
+    return out
+
+
+def finish_markdown(results, out, png):
+    out.append("## Ceilings (this machine)\n")
     out.append("Measured at the start and at the end of the run; the higher counts.\n")
     out.append("| what | per second | runs |\n|---|---|---|")
     for key, rates in results["ceiling"].items():
         for rate in rates:
             runs = " / ".join(f"{r:,.0f}" for r in rate.get("runs", [rate["per_second"]]))
-            out.append(f"| {rate['what']} | {rate['per_second']:,.0f} | {runs} |")
+            out.append(f"| {key}: {rate['what']} ({rate['threads']} thread{'s' if rate['threads'] > 1 else ''}) | {rate['per_second']:,.0f} | {runs} |")
     if png:
         out.append(f"\n![chart]({png})\n")
     out.append("## Commands\n")
@@ -128,13 +149,17 @@ def chart(results, path):
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    lines = rows(results)
+    lines = rows(results) if results.get("lbs") else []
+    extra = report_fleet.panels(results)
     cols = 4
-    grid = (len(lines) + cols - 1) // cols
+    grid = max(1, (len(lines) + len(extra) + cols - 1) // cols)
     fig, axes = plt.subplots(grid, cols, figsize=(4 * cols, 4 * grid), squeeze=False)
     axes = axes.flatten()
-    for ax in axes[len(lines):]:
+    for ax in axes[len(lines) + len(extra):]:
         ax.axis("off")
+    for ax, (title, draw) in zip(axes[len(lines):], extra):
+        draw(ax)
+        ax.set_title(title, fontsize=8)
     for ax, (label, unit, higher, values) in zip(axes, lines):
         names = [p for p in PEERS if p in values]
         bars = ax.bar(names, [values[n] for n in names], color=["#d62728" if n == "crossbar" else "#7f7f7f" for n in names])

@@ -350,9 +350,24 @@ async fn bind(
         tracing::info!(%addr, role, "using the socket systemd passed");
         return TcpListener::from_std(listener).context("socket activation: cannot use a socket");
     }
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("[{role}] listen = \"{addr}\": cannot bind"))
+    listen(addr).with_context(|| format!("[{role}] listen = \"{addr}\": cannot bind"))
+}
+
+/// Connections the kernel may hold before they are accepted: after an LB failover thousands
+/// of agents connect within a second, and tokio's default (1,024) would drop their SYNs, so
+/// they would wait for a retransmission (1 s, then 3 s…). The kernel caps it at
+/// `net.core.somaxconn` (4,096 by default), as it does systemd's `Backlog=`.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// One line on stdout per listener, so scripts and tests can find ports chosen by the kernel.

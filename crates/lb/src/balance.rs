@@ -13,9 +13,11 @@ pub(crate) enum Strategy {
     /// Rendezvous hashing on the client's certname: an agent stays on one member while it is
     /// healthy, and only the agents of a failed member move.
     CertnameHash,
-    /// Shortest expected delay from each member's recent response times: a member with room is
-    /// expected to answer in its latency average; a full one in that plus its share of the
-    /// queue. So a slow compiler takes work only when waiting for a fast one would take longer.
+    /// Shortest expected delay for *this* request, from each member's recent response times by
+    /// kind of request (catalogs, the rest) and each node's catalog cost relative to the
+    /// average: a member with room is expected to answer in that time, a full one in that plus
+    /// its share of the queue. So a heavy catalog waits briefly for a fast compiler rather
+    /// than take twice as long on a slow one, and light requests fill the slow one.
     LeastLatency,
 }
 
@@ -54,8 +56,12 @@ pub(crate) struct View<'a> {
     pub(crate) standby: bool,
     pub(crate) in_flight: usize,
     pub(crate) max_in_flight: Option<usize>,
-    /// Recent time to the response head, in seconds; `None` before the first answer.
+    /// This request's expected time to the response head on this member, in seconds, from
+    /// recent answers; `None` before the first.
     pub(crate) latency: Option<f64>,
+    /// How long a request holds one of this member's slots, on average, in seconds (what a
+    /// queued request waits for).
+    pub(crate) slot_time: Option<f64>,
 }
 
 impl View<'_> {
@@ -139,11 +145,12 @@ fn least_loaded(members: &[View<'_>], candidates: &[usize], turn: usize) -> usiz
         .unwrap_or(candidates[0])
 }
 
-/// The member (full or not) a request is expected to be answered soonest by: its latency
-/// average if it has room, plus its share of the queue if it is full (so waiting for a fast
-/// member wins over a slow member with room while the queue is short). Members without a
-/// `max_in_flight` share their capacity, so their expectation grows with every request in
-/// flight (peak-EWMA's cost). Members not yet measured count as fastest, so they get measured.
+/// The member (full or not) a request is expected to be answered soonest by: the request's
+/// expected time there if it has room, plus the member's share of the queue if it is full (so
+/// waiting for a fast member wins over a slow member with room while the queue is short).
+/// Members without a `max_in_flight` share their capacity, so their expectation grows with
+/// every request in flight (peak-EWMA's cost). Members not yet measured count as fastest, so
+/// they get measured.
 fn shortest_expected_delay(
     members: &[View<'_>],
     tier: &[usize],
@@ -153,10 +160,11 @@ fn shortest_expected_delay(
     let expected = |i: usize| {
         let m = &members[i];
         let latency = m.latency.unwrap_or(0.0);
+        let slot = m.slot_time.unwrap_or(latency);
         match m.max_in_flight {
-            None => latency * (m.in_flight + 1) as f64,
+            None => latency + slot * m.in_flight as f64,
             Some(_) if m.has_room() => latency,
-            Some(max) => latency * (1.0 + (queue.waiting + 1) as f64 / max.max(1) as f64),
+            Some(max) => latency + slot * (queue.waiting + 1) as f64 / max.max(1) as f64,
         }
     };
     let candidates: Vec<usize> =
@@ -193,7 +201,15 @@ mod tests {
     use super::*;
 
     fn view(id: &str, in_flight: usize, max: Option<usize>) -> View<'_> {
-        View { id, eligible: true, standby: false, in_flight, max_in_flight: max, latency: None }
+        View {
+            id,
+            eligible: true,
+            standby: false,
+            in_flight,
+            max_in_flight: max,
+            latency: None,
+            slot_time: None,
+        }
     }
 
     #[test]
@@ -245,7 +261,7 @@ mod tests {
     }
 
     fn timed(id: &str, in_flight: usize, max: usize, latency: f64) -> View<'_> {
-        View { latency: Some(latency), ..view(id, in_flight, Some(max)) }
+        View { latency: Some(latency), slot_time: Some(latency), ..view(id, in_flight, Some(max)) }
     }
 
     #[test]
@@ -265,17 +281,34 @@ mod tests {
     }
 
     #[test]
+    fn least_latency_sends_a_light_request_to_a_slow_member_rather_than_wait_behind_catalogs() {
+        let open = Queue { waiting: 0, has_room: true };
+        // A 10 ms request: 20 ms on the slow member beats waiting a quarter of a 1 s catalog.
+        let light = [
+            View { latency: Some(0.01), slot_time: Some(1.0), ..view("fast", 4, Some(4)) },
+            View { latency: Some(0.02), slot_time: Some(2.0), ..view("slow", 0, Some(4)) },
+        ];
+        assert_eq!(pick(Strategy::LeastLatency, &light, 0, None, open), Pick::Member(1));
+        // A heavy catalog (5 s here, 10 s there) waits for the fast member instead.
+        let heavy = [
+            View { latency: Some(5.0), slot_time: Some(1.0), ..view("fast", 4, Some(4)) },
+            View { latency: Some(10.0), slot_time: Some(2.0), ..view("slow", 0, Some(4)) },
+        ];
+        assert_eq!(pick(Strategy::LeastLatency, &heavy, 0, None, open), Pick::Full);
+    }
+
+    #[test]
     fn least_latency_measures_new_members_and_spreads_equals() {
         let open = Queue { waiting: 0, has_room: true };
         let ms = [timed("known", 0, 4, 0.5), view("new", 0, Some(4))];
         assert_eq!(pick(Strategy::LeastLatency, &ms, 0, None, open), Pick::Member(1));
         let equal = [timed("a", 1, 4, 1.0), timed("b", 0, 4, 1.0)];
         assert_eq!(pick(Strategy::LeastLatency, &equal, 0, None, open), Pick::Member(1));
-        // Unlimited members share their capacity: two in flight on the fast one (3 × 1.0)
-        // cost more than the slow idle one (1 × 2.5).
+        // Unlimited members share their capacity: two in flight on the fast one (1 + 2 × 1)
+        // cost more than the slow idle one (2.5).
         let shared = [
-            View { latency: Some(1.0), ..view("fast", 2, None) },
-            View { latency: Some(2.5), ..view("slow", 0, None) },
+            View { latency: Some(1.0), slot_time: Some(1.0), ..view("fast", 2, None) },
+            View { latency: Some(2.5), slot_time: Some(2.5), ..view("slow", 0, None) },
         ];
         assert_eq!(pick(Strategy::LeastLatency, &shared, 0, None, open), Pick::Member(1));
     }

@@ -32,10 +32,60 @@ pub(crate) struct Member {
     drained: AtomicBool,
     health: Mutex<Health>,
     released: Arc<Notify>,
-    latency: Mutex<Ewma>,
+    /// Latency averages: all requests, catalogs, the rest (indexed by [`Work`]).
+    latency: Mutex<[Ewma; 3]>,
     /// Why the member last went out of rotation, and when (unix seconds), for the admin page.
     last_down: Mutex<Option<(i64, String)>>,
     pub(crate) stats: MemberStats,
+}
+
+/// What a request asks of a compiler, for latency-aware selection: a catalog compile (heavy,
+/// and heavier for some nodes than others) or anything else (light).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Work {
+    Catalog,
+    Other,
+}
+
+impl Work {
+    pub(crate) fn of(path: &str) -> Self {
+        if path.starts_with("/puppet/v3/catalog/") {
+            Self::Catalog
+        } else {
+            Self::Other
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::Catalog => 1,
+            Self::Other => 2,
+        }
+    }
+}
+
+/// Nodes whose catalog cost a pool remembers; past this the memory starts over (a fleet's
+/// nodes all come back within a run interval).
+const NODES_REMEMBERED: usize = 200_000;
+
+/// Each node's catalog cost relative to the compiler's average (1: average; 10: a node of a
+/// slow environment), learnt from its compiles, for latency-aware selection.
+#[derive(Debug, Default)]
+struct NodeCosts(Mutex<std::collections::HashMap<Box<str>, f64>>);
+
+impl NodeCosts {
+    fn factor(&self, certname: &str) -> f64 {
+        self.0.lock().ok().and_then(|costs| costs.get(certname).copied()).unwrap_or(1.0)
+    }
+
+    fn learn(&self, certname: &str, sample: f64) {
+        let Ok(mut costs) = self.0.lock() else { return };
+        if costs.len() >= NODES_REMEMBERED && !costs.contains_key(certname) {
+            costs.clear();
+        }
+        let cost = costs.entry(certname.into()).or_insert(sample);
+        *cost = 0.5 * *cost + 0.5 * sample;
+    }
 }
 
 /// How fast a member's latency average forgets: linkerd2-proxy's peak-EWMA decays over 10 s.
@@ -86,7 +136,7 @@ impl Member {
             standby,
             max_in_flight,
             in_flight: AtomicUsize::new(0),
-            latency: Mutex::new(Ewma::default()),
+            latency: Mutex::new(Default::default()),
             last_down: Mutex::new(None),
             healthy: AtomicBool::new(true),
             drained: AtomicBool::new(false),
@@ -184,15 +234,21 @@ impl Member {
 
     /// Counts a response by status class.
     /// Time from sending a request to its response head, for latency-aware selection.
-    pub(crate) fn record_latency(&self, took: Duration) {
+    pub(crate) fn record_latency(&self, work: Work, took: Duration) {
+        let now = Instant::now();
         if let Ok(mut ewma) = self.latency.lock() {
-            ewma.record(took.as_secs_f64(), Instant::now());
+            ewma[0].record(took.as_secs_f64(), now);
+            ewma[work.index()].record(took.as_secs_f64(), now);
         }
     }
 
-    /// The recent latency average, in seconds; `None` before the first answer.
+    /// The recent latency average of all requests, in seconds; `None` before the first answer.
     pub(crate) fn latency(&self) -> Option<f64> {
-        self.latency.lock().ok()?.value
+        self.latency.lock().ok()?[0].value
+    }
+
+    fn latency_of(&self, work: Work) -> Option<f64> {
+        self.latency.lock().ok()?[work.index()].value
     }
 
     pub(crate) fn record_status(&self, status: u16) {
@@ -258,6 +314,7 @@ pub(crate) struct Pool {
     pub(crate) settings: PoolSettings,
     pub(crate) stats: PoolStats,
     members: Vec<Arc<Member>>,
+    node_costs: NodeCosts,
     turn: AtomicUsize,
     queued: AtomicUsize,
     released: Arc<Notify>,
@@ -282,6 +339,7 @@ impl Pool {
             settings: config.settings.clone(),
             stats: PoolStats::default(),
             members,
+            node_costs: NodeCosts::default(),
             turn: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             released,
@@ -307,6 +365,7 @@ impl Pool {
     pub(crate) async fn acquire(
         &self,
         key: Option<&str>,
+        work: Work,
         tried: &[usize],
     ) -> Result<(usize, InFlight), Shed> {
         let deadline = tokio::time::Instant::now() + self.settings.queue_timeout;
@@ -315,7 +374,7 @@ impl Pool {
             let notified = self.released.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.pick(key, tried) {
+            match self.pick(key, work, tried) {
                 Pick::Member(index) => match self.members[index].try_start() {
                     Some(slot) => return Ok((index, slot)),
                     None => continue,
@@ -336,7 +395,12 @@ impl Pool {
         }
     }
 
-    fn pick(&self, key: Option<&str>, tried: &[usize]) -> Pick {
+    fn pick(&self, key: Option<&str>, work: Work, tried: &[usize]) -> Pick {
+        let aware = self.settings.strategy == balance::Strategy::LeastLatency;
+        let factor = match (aware, work, key) {
+            (true, Work::Catalog, Some(certname)) => self.node_costs.factor(certname),
+            _ => 1.0,
+        };
         let views: Vec<View<'_>> = self
             .members
             .iter()
@@ -347,13 +411,34 @@ impl Pool {
                 standby: m.standby,
                 in_flight: m.in_flight(),
                 max_in_flight: m.max_in_flight,
-                latency: m.latency(),
+                latency: if aware { m.latency_of(work).map(|l| l * factor) } else { None },
+                slot_time: if aware { m.latency() } else { None },
             })
             .collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let waiting = self.queued();
         let queue = Queue { waiting, has_room: waiting < self.settings.queue_max };
         balance::pick(self.settings.strategy, &views, turn, key, queue)
+    }
+
+    /// A member answered a request of `work` for `certname` after `took`: its averages, and
+    /// (catalogs, latency-aware pools) the node's cost relative to that member's average.
+    pub(crate) fn learn(
+        &self,
+        member: &Member,
+        work: Work,
+        certname: Option<&str>,
+        took: Duration,
+    ) {
+        let aware = self.settings.strategy == balance::Strategy::LeastLatency;
+        if let (true, Work::Catalog, Some(certname), Some(average)) =
+            (aware, work, certname, member.latency_of(Work::Catalog))
+        {
+            if average > 0.0 {
+                self.node_costs.learn(certname, took.as_secs_f64() / average);
+            }
+        }
+        member.record_latency(work, took);
     }
 
     /// A jittered `Retry-After` in seconds, so that shed agents do not come back together.
@@ -415,10 +500,10 @@ mod tests {
             &[(false, Some(1))],
             PoolSettings { queue_timeout: Duration::from_secs(10), ..quick() },
         ));
-        let (_, first) = pool.acquire(None, &[]).await.expect("first slot");
+        let (_, first) = pool.acquire(None, Work::Other, &[]).await.expect("first slot");
         let waiter = tokio::spawn({
             let pool = pool.clone();
-            async move { pool.acquire(None, &[]).await.map(|(i, _)| i) }
+            async move { pool.acquire(None, Work::Other, &[]).await.map(|(i, _)| i) }
         });
         crate::test_util::until(|| pool.queued() == 1).await;
         drop(first);
@@ -429,15 +514,19 @@ mod tests {
     #[tokio::test]
     async fn the_queue_is_bounded_in_length_and_time() {
         let pool = Arc::new(pool(&[(false, Some(1))], quick()));
-        let _held = pool.acquire(None, &[]).await.expect("slot");
+        let _held = pool.acquire(None, Work::Other, &[]).await.expect("slot");
         let mut waiters = Vec::new();
         for _ in 0..2 {
             let pool = pool.clone();
-            waiters
-                .push(tokio::spawn(async move { pool.acquire(None, &[]).await.map(|(i, _)| i) }));
+            waiters.push(tokio::spawn(async move {
+                pool.acquire(None, Work::Other, &[]).await.map(|(i, _)| i)
+            }));
         }
         crate::test_util::until(|| pool.queued() == 2).await;
-        assert_eq!(pool.acquire(None, &[]).await.map(|(i, _)| i), Err(Shed::QueueFull));
+        assert_eq!(
+            pool.acquire(None, Work::Other, &[]).await.map(|(i, _)| i),
+            Err(Shed::QueueFull)
+        );
         for waiter in waiters {
             assert_eq!(waiter.await.expect("join"), Err(Shed::QueueTimeout));
         }
@@ -453,17 +542,21 @@ mod tests {
         let (_, why) = pool.members()[0].last_down().unwrap_or_default();
         assert_eq!(why, "connection refused", "the page says why a member is out");
         for _ in 0..4 {
-            assert_eq!(pool.acquire(None, &[]).await.map(|(i, _)| i), Ok(1));
+            assert_eq!(pool.acquire(None, Work::Other, &[]).await.map(|(i, _)| i), Ok(1));
         }
         pool.members()[1].set_drained(true);
-        assert_eq!(pool.acquire(None, &[]).await.map(|(i, _)| i), Ok(2), "the standby");
         assert_eq!(
-            pool.acquire(None, &[2]).await.map(|(i, _)| i),
+            pool.acquire(None, Work::Other, &[]).await.map(|(i, _)| i),
+            Ok(2),
+            "the standby"
+        );
+        assert_eq!(
+            pool.acquire(None, Work::Other, &[2]).await.map(|(i, _)| i),
             Err(Shed::NoMember),
             "tried members are excluded"
         );
         pool.members()[1].set_drained(false);
-        assert_eq!(pool.acquire(None, &[]).await.map(|(i, _)| i), Ok(1));
+        assert_eq!(pool.acquire(None, Work::Other, &[]).await.map(|(i, _)| i), Ok(1));
         assert_eq!(pool.members()[0].record_probe(true, &policy), None);
         assert_eq!(pool.members()[0].record_probe(true, &policy), Some(Transition::Up));
         assert!(pool.has_eligible());
@@ -476,16 +569,43 @@ mod tests {
             PoolSettings { queue_timeout: Duration::from_secs(10), ..quick() },
         ));
         let policy = HealthPolicy { rise: 1, ..HealthPolicy::default() };
-        let (_, slot) = pool.acquire(None, &[]).await.expect("slot");
+        let (_, slot) = pool.acquire(None, Work::Other, &[]).await.expect("slot");
         let waiter = tokio::spawn({
             let pool = pool.clone();
-            async move { pool.acquire(None, &[]).await.map(|(i, _)| i) }
+            async move { pool.acquire(None, Work::Other, &[]).await.map(|(i, _)| i) }
         });
         crate::test_util::until(|| pool.queued() == 1).await;
         pool.members()[0].eject(&policy, "test");
         drop(slot);
         assert_eq!(pool.members()[0].record_probe(true, &policy), Some(Transition::Up));
         assert_eq!(waiter.await.expect("join"), Ok(0));
+    }
+
+    #[test]
+    fn a_pool_learns_which_nodes_have_heavy_catalogs_and_expects_them_to_take_longer() {
+        let settings = PoolSettings { strategy: balance::Strategy::LeastLatency, ..quick() };
+        let pool = pool(&[(false, Some(1)), (false, Some(1))], settings);
+        let (fast, slow) = (&pool.members()[0], &pool.members()[1]);
+        for _ in 0..4 {
+            pool.learn(fast, Work::Catalog, Some("light"), Duration::from_millis(100));
+            pool.learn(slow, Work::Catalog, Some("light"), Duration::from_millis(200));
+            pool.learn(fast, Work::Other, None, Duration::from_millis(10));
+        }
+        pool.learn(fast, Work::Catalog, Some("heavy"), Duration::from_millis(1000));
+        let heavy = pool.node_costs.factor("heavy");
+        assert!(heavy > 4.0, "a catalog ten times the average makes a heavy node: {heavy}");
+        assert!(pool.node_costs.factor("light") < 1.5);
+        assert_eq!(pool.node_costs.factor("unknown"), 1.0);
+        // Both members busy: the heavy node's catalog waits for the fast one rather than take
+        // twice as long on the slow one, which would have room once its request ends.
+        let fast_slot = pool.members()[0].try_start();
+        assert!(fast_slot.is_some());
+        assert_eq!(pool.pick(Some("heavy"), Work::Catalog, &[]), Pick::Full);
+        assert_eq!(
+            pool.pick(Some("light"), Work::Other, &[]),
+            Pick::Member(1),
+            "a light request takes the slow member"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::{
     headers,
     identity::ClientIdentity,
     metrics::Metrics,
-    pool::{Member, Pool, Shed},
+    pool::{Member, Pool, Shed, Work},
     route::{RouteTable, Target},
     upstream::{PooledBody, SendFailure, UpstreamBody},
 };
@@ -130,12 +130,13 @@ impl Proxy {
             Either::Left(body) => Some(body.upload().clone()),
             Either::Right(_) => None,
         };
+        let work = Work::of(request.uri().path());
         let mut request = Some(request);
         let mut tried = Vec::new();
         let mut last = None;
         loop {
             let (index, slot) = pool
-                .acquire(key, &tried)
+                .acquire(key, work, &tried)
                 .await
                 .map_err(|why| ProxyError::Shed { why, last: last.take() })?;
             let Some(attempt) = request.take().or_else(|| replay.as_ref().map(Replay::rebuild))
@@ -148,7 +149,7 @@ impl Proxy {
             match member.upstream.send(attempt).await {
                 Ok(mut response) => {
                     let status = response.status();
-                    member.record_latency(sent.elapsed());
+                    pool.learn(&member, work, key, sent.elapsed());
                     member.record_status(status.as_u16());
                     if status.is_server_error() && pool.settings.eject_on_5xx {
                         note_ejection(pool, &member, &format!("answered {status}"));

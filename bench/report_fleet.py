@@ -1,0 +1,203 @@
+"""The operator scenarios' part of a benchmark report (bench/fleet.py's results): Markdown
+sections with each target against what was measured, and chart panels."""
+import math
+
+TARGETS = {
+    "balance_p99": 0.9,  # crossbar's p99 run time at 80% ≤ 0.9× the best peer's
+    "floor_rsa": 1.3,  # CPU per handshake ≤ 1.3× the floor with an RSA-4096 LB key
+    "floor_ec": 1.6,  # … ≤ 1.6× with EC P-256
+    "wrk_rps": 1.25,  # kept-alive req/s ≥ 1.25× the best peer's
+    "wrk_p99": 0.9,  # p99 added latency ≤ 0.9× the best peer's
+}
+
+
+def crossbar_rows(rows):
+    return {k: v for k, v in rows.items() if k.startswith("crossbar")}
+
+
+def peer_rows(rows):
+    return {k: v for k, v in rows.items() if not k.startswith("crossbar")}
+
+
+def catalog(report):
+    for k in report.get("kinds", []):
+        if k["kind"] == "catalog":
+            return k["latency_ms"]
+    return {}
+
+
+def retried(report):
+    return sum(n for reason, n in report.get("errors", {}).items() if "Retry-After (retried)" in reason)
+
+
+def failures(report):
+    return {reason: n for reason, n in report.get("errors", {}).items() if "(retried)" not in reason}
+
+
+def s(ms):
+    return "–" if ms is None else f"{ms / 1000:.2f}"
+
+
+def balance_section(results, out, verdicts):
+    b = results.get("balance")
+    if not b:
+        return
+    m = b["model"]
+    out.append("## Balancing quality: agent runs at the peak\n")
+    out.append(f"Four stub compilers (a test double) modelling puppetserver's JRuby pool: {m['slots']} slots each (requests beyond them wait inside the compiler), "
+               f"speeds {', '.join(str(x) for x in m['speeds'])} (the fourth at half speed); catalog compile time log-normal, median {m['median_s'] * 1000:.0f} ms, sigma {m['sigma']}, "
+               f"{m['slow_share']:.0%} of nodes in environments ten times slower (stable per node); other requests {m['other_s'] * 1000:.0f} ms of a slot. "
+               f"Capacity {b['capacity_runs_per_s']:.1f} runs/s. Simulated Puppet 7 agents (real TLS, client certificates, one connection per run) run every {b['interval_s']} s with splay, "
+               f"{b['seconds']} s per LB and load; runs under way at the end are waited for. A run that gets `503` with `Retry-After` sleeps and retries as Puppet does; a run fails on any other error.\n")
+    for load, rows in b["loads"].items():
+        out.append(f"### {load} of capacity\n")
+        out.append("| LB | agents | runs | failed | run p50 / p99 / max s | catalog p50 / p99 s | 503s retried | utilisation c1 / c2 / c3 / c4 (half speed) |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for name, r in rows.items():
+            c = catalog(r)
+            util = " / ".join(f"{u:.0%}" for u in r.get("utilisation", []))
+            rm = r.get("run_ms", {})
+            out.append(f"| {name} | {r.get('agents')} | {r['runs']} | {r['runs_failed']} | {s(rm.get('p50'))} / {s(rm.get('p99'))} / {s(rm.get('max'))} | {s(c.get('p50'))} / {s(c.get('p99'))} | {retried(r)} | {util} |")
+        failed = {name: failures(r) for name, r in rows.items() if failures(r)}
+        if failed:
+            out.append("\nWhy runs failed: " + "; ".join(f"{name}: " + ", ".join(f"{why} ×{n}" for why, n in f.items()) for name, f in failed.items()) + ".")
+        ours = {k: v["run_ms"]["p99"] for k, v in crossbar_rows(rows).items() if v["runs"] > v["runs_failed"]}
+        peers = {k: v["run_ms"]["p99"] for k, v in peer_rows(rows).items() if v["runs"] > v["runs_failed"]}
+        if load == "80%" and ours and peers:
+            best_ours = min(ours, key=ours.get)
+            best_peer = min(peers, key=peers.get)
+            ratio = ours[best_ours] / peers[best_peer]
+            verdicts.append((f"balance at 80%: crossbar's p99 run time ≤ {TARGETS['balance_p99']}× the best peer's", f"{best_ours} {ours[best_ours] / 1000:.2f} s against {best_peer} {peers[best_peer] / 1000:.2f} s = {ratio:.2f}×", ratio <= TARGETS["balance_p99"]))
+        if load == "110%":
+            for name, r in crossbar_rows(rows).items():
+                if "least" in name:
+                    verdicts.append((f"balance at 110%: zero failed runs for {name}", f"{r['runs_failed']} of {r['runs']} failed ({retried(r)} 503s retried)", r["runs_failed"] == 0))
+            out.append("\nPeers' failed runs at 110%: " + ", ".join(f"{name} {r['runs_failed']} of {r['runs']}" for name, r in peer_rows(rows).items()) + ".")
+        out.append("")
+
+
+def herd_section(results, out, verdicts):
+    h = results.get("herd")
+    if not h:
+        return
+    out.append("## Thundering herd\n")
+    out.append(f"{h['agents']:,} simulated agents (EC P-256 keys) each start one Puppet run at a random moment of {h['window_s']} s — as after an LB failover — through an LB with an RSA-4096 key "
+               f"(Puppet's default), to the two plain stubs (no compile delay: the herd is about the LB). Meanwhile {h['observers']} agents already connected send a request every 100 ms on kept-alive connections. "
+               "Times are from the herd's start.\n")
+    out.append("| LB | 50% of runs done | 99% | 100% | failed runs (why) | peak memory (PSS) | kept-alive agents meanwhile: p99 / max ms |")
+    out.append("|---|---|---|---|---|---|---|")
+    done99 = {}
+    for lb, r in h["lbs"].items():
+        d = r["completed_s"]
+        f = failures(r)
+        why = ", ".join(f"{k} ×{n}" for k, n in f.items()) if f else ""
+        obs = next((k["latency_ms"] for k in r.get("kinds", []) if k["kind"] == "request"), {})
+        fmt = lambda v: "not reached" if v is None else f"{v:.1f} s"
+        out.append(f"| {lb} | {fmt(d['50%'])} | {fmt(d['99%'])} | {fmt(d['100%'])} | {r['runs_failed']}{' (' + why + ')' if why else ''} | {r['peak_pss_kib'] / 1024:.0f} MiB | {obs.get('p99', 0):.1f} / {obs.get('max', 0):.1f} |")
+        done99[lb] = d["99%"] if d["99%"] is not None else math.inf
+    if "crossbar" in done99:
+        peers = {k: v for k, v in done99.items() if k != "crossbar"}
+        best = min(peers, key=peers.get) if peers else None
+        ok = best is not None and done99["crossbar"] <= peers[best] and h["lbs"]["crossbar"]["runs_failed"] == 0
+        verdicts.append(("herd: crossbar completes 99% soonest, zero failed runs", f"crossbar {done99['crossbar']:.1f} s, best peer {best} {peers.get(best, math.inf):.1f} s; crossbar failed {h['lbs']['crossbar']['runs_failed']}", ok))
+    out.append("")
+
+
+def handshake_section(results, out, verdicts):
+    hs = results.get("handshakes_per_process")
+    floor = results.get("floor_ms", {})
+    if not hs:
+        return
+    out.append("## Handshakes per process, against the crypto floor\n")
+    out.append(f"Client: {hs['client']}, {hs['seconds']} s per case; the LB's own CPU from `/proc` (user + system, all its processes), divided by the handshakes the clients completed. "
+               "The floor is the server side's key operations alone, one thread, measured in the same run with aws-lc (crossbar's library): the LB's signature, an X25519 exchange, "
+               "verifying the CA's RSA-4096 signature on the agent certificate and the agent's proof of its key.\n")
+    cases = sorted({c for r in hs["lbs"].values() for c in r})
+    out.append("| LB key / agent key | floor ms | " + " | ".join(hs["lbs"]) + " | crossbar ÷ floor | best peer ÷ floor |")
+    out.append("|---|---|" + "---|" * len(hs["lbs"]) + "---|---|")
+    for case in cases:
+        f = floor.get(case, {}).get("total")
+        cpu = {lb: r.get(case, {}).get("cpu_ms_per_handshake") for lb, r in hs["lbs"].items()}
+        peers = [v for lb, v in cpu.items() if lb != "crossbar" and v]
+        ours = cpu.get("crossbar")
+        out.append(f"| {case} | {f:.3f} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in cpu.values())
+                   + f" | {'–' if not (ours and f) else f'{ours / f:.2f}×'} | {'–' if not (peers and f) else f'{min(peers) / f:.2f}×'} |" if f else f"| {case} | – |")
+        if ours and f and case.endswith("rsa-4096"):
+            target = TARGETS["floor_rsa"] if case.startswith("rsa") else TARGETS["floor_ec"]
+            verdicts.append((f"handshake CPU ≤ {target}× the floor (LB key {case.split('/')[0]}, agent RSA-4096)", f"{ours:.3f} ms against {f:.3f} ms = {ours / f:.2f}×", ours / f <= target))
+    for case, f in floor.items():
+        out.append(f"\nFloor {case}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in f["parts"].items()) + ".")
+    out.append("")
+
+
+def wrk_section(results, out, verdicts):
+    w = results.get("wrk")
+    if not w:
+        return
+    out.append("## Kept-alive throughput with wrk\n")
+    out.append(f"`wrk -t{w['threads']} -c{w['connections']} -d{w['seconds']}s --latency` on `{w['path']}` (no client certificate: wrk has no option for one), {w['rounds']} rounds, every LB in turn per round; the medians count. "
+               "Latency added = the LB's percentile minus the stub's, hit directly in the same round.\n")
+    med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None
+    direct_p99 = med([r["latency_ms"].get("99") for r in w["direct"] if r["latency_ms"].get("99") is not None])
+    direct_p50 = med([r["latency_ms"].get("50") for r in w["direct"] if r["latency_ms"].get("50") is not None])
+    out.append("| LB | req/s (median) | every round | p50 added ms | p99 added ms | CPU µs per request |")
+    out.append("|---|---|---|---|---|---|")
+    rps, p99 = {}, {}
+    for lb, runs in w["lbs"].items():
+        rps[lb] = med([r["requests_per_second"] for r in runs])
+        p99[lb] = med([r["latency_ms"].get("99", 0) for r in runs]) - (direct_p99 or 0)
+        p50 = med([r["latency_ms"].get("50", 0) for r in runs]) - (direct_p50 or 0)
+        cpu = med([r["lb_cpu_s"] / max(r["requests_per_second"] * w["seconds"], 1) * 1e6 for r in runs])
+        every = " / ".join(f"{r['requests_per_second']:,.0f}" for r in runs)
+        out.append(f"| {lb} | {rps[lb]:,.0f} | {every} | {p50:.2f} | {p99[lb]:.2f} | {cpu:.1f} |")
+    out.append(f"\nThe stub directly: {med([r['requests_per_second'] for r in w['direct']]):,.0f} req/s, p50 {direct_p50} ms, p99 {direct_p99} ms.")
+    if "crossbar" in rps:
+        peers = {k: v for k, v in rps.items() if k != "crossbar"}
+        best = max(peers, key=peers.get)
+        verdicts.append((f"wrk: kept-alive req/s ≥ {TARGETS['wrk_rps']}× the best peer's", f"crossbar {rps['crossbar']:,.0f} against {best} {peers[best]:,.0f} = {rps['crossbar'] / peers[best]:.2f}×", rps["crossbar"] / peers[best] >= TARGETS["wrk_rps"]))
+        lat = {k: v for k, v in p99.items() if k != "crossbar"}
+        bestl = min(lat, key=lat.get)
+        ratio = p99["crossbar"] / lat[bestl] if lat[bestl] > 0 else math.inf
+        verdicts.append((f"wrk: p99 added latency ≤ {TARGETS['wrk_p99']}× the best peer's", f"crossbar {p99['crossbar']:.2f} ms against {bestl} {lat[bestl]:.2f} ms = {ratio:.2f}×", ratio <= TARGETS["wrk_p99"]))
+    out.append("")
+
+
+def markdown(results):
+    """The operator sections and the targets table, as lines."""
+    out, verdicts = [], []
+    for section in (balance_section, herd_section, handshake_section, wrk_section):
+        section(results, out, verdicts)
+    if not verdicts:
+        return out
+    head = ["## Targets\n", "| target | measured | met |", "|---|---|---|"]
+    head += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in verdicts]
+    return head + [""] + out
+
+
+def panels(results):
+    """Chart panels: (title, draw(ax)) — run-time CDFs per LB at each load, herd completion."""
+    out = []
+    b = results.get("balance")
+    if b:
+        for load, rows in b["loads"].items():
+            def draw(ax, rows=rows):
+                for name, r in rows.items():
+                    cdf = r.get("run_cdf_ms") or []
+                    if cdf:
+                        ax.plot([p[1] / 1000 for p in cdf], [p[0] for p in cdf], label=name, lw=2.2 if name.startswith("crossbar least-latency") else 1.2)
+                ax.set_xscale("log")
+                ax.set_xlabel("agent run time, s (log)")
+                ax.set_ylabel("share of runs")
+                ax.legend(fontsize=6)
+            out.append((f"agent-run time CDF at {load} load", draw))
+    h = results.get("herd")
+    if h:
+        def draw(ax):
+            for lb, r in h["lbs"].items():
+                ends = r.get("completions_s", [])
+                ax.plot(ends, [(i + 1) / h["agents"] for i in range(len(ends))], label=lb, lw=2.2 if lb == "crossbar" else 1.2)
+            ax.set_xlabel("seconds since the herd started")
+            ax.set_ylabel("share of runs completed")
+            ax.legend(fontsize=7)
+        out.append((f"herd: {h['agents']:,} agents within 1 s", draw))
+    return out
