@@ -10,6 +10,7 @@
 mod auth;
 mod ca;
 mod page;
+mod peers;
 
 use std::{collections::VecDeque, sync::Arc, sync::Mutex};
 
@@ -200,8 +201,11 @@ fn member_json(index: usize, m: &crate::pool::Member) -> Value {
     })
 }
 
-/// Everything the page shows of this LB, in one answer.
-async fn overview(State(admin): State<Shared>) -> Json<Value> {
+/// Everything the page shows of this LB (and what its peers say of their CRLs), in one answer.
+async fn overview(
+    State(admin): State<Shared>,
+    Query(params): Query<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
     use std::sync::atomic::Ordering::Relaxed;
     let state = &admin.lb;
     let generation = state.generation();
@@ -225,6 +229,12 @@ async fn overview(State(admin): State<Shared>) -> Json<Value> {
     });
     let pools: Vec<Value> =
         sorted_pools(&generation.proxy).into_iter().map(|p| pool_detail(p)).collect();
+    // A peer asking (`?local`) gets this LB alone, so two LBs never ask each other in a loop.
+    let peers = if params.contains_key("local") {
+        Vec::new()
+    } else {
+        peers::states(&generation.config.admin_peers).await
+    };
     let failures: serde_json::Map<String, Value> =
         metrics.handshake_failures().into_iter().map(|(k, v)| (k.to_owned(), json!(v))).collect();
     Json(json!({
@@ -249,6 +259,7 @@ async fn overview(State(admin): State<Shared>) -> Json<Value> {
             "last_pull": last_pull,
         },
         "pools": pools,
+        "peers": peers,
         "actions": admin.actions.recent(),
     }))
 }

@@ -25,6 +25,8 @@ pub struct LbConfig {
     pub(crate) admin_listen: Option<SocketAddr>,
     /// Who may act on the admin listener (none: nobody).
     pub(crate) admin_tokens: Vec<crate::admin::AdminToken>,
+    /// The other LBs' admin listeners (`host:port`), shown on the admin page.
+    pub(crate) admin_peers: Vec<String>,
     pub(crate) tls: TlsFiles,
     pub(crate) tls_reload_interval: Duration,
     /// Pull the CRL from this pool every `refresh` (instead of a file).
@@ -310,6 +312,15 @@ impl TryFrom<FileLbConfig> for LbConfig {
         Ok(Self {
             listen: file.listen,
             admin_listen: file.admin_listen,
+            admin_peers: file
+                .admin_peers
+                .iter()
+                .map(|url| {
+                    crate::upstream::Endpoint::parse(url)
+                        .map(|e| e.authority)
+                        .map_err(|e| err("admin_peers", e.to_string()))
+                })
+                .collect::<Result<_, _>>()?,
             admin_tokens: match &file.admin_token_file {
                 Some(path) => crate::admin::read_tokens(path)?,
                 None => Vec::new(),

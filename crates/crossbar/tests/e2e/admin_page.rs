@@ -9,7 +9,7 @@ use pki::KeyAlgorithm;
 use serde_json::json;
 use testkit::{
     browser::Browser,
-    fixture::{admin_token, CaFixture, Crossbar, ADMIN_NAME},
+    fixture::{admin_token, CaFixture, Crossbar, ADMIN_NAME, LB_NAME},
     puppet::Agent,
     stub::StubBackend,
     tls::{request, TlsClient},
@@ -30,6 +30,18 @@ fn text(out: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
+/// An LB of the pair without the CA, sharing the CA's files (it reads the same CRL file).
+fn peer_config(fx: &CaFixture, compiler: &StubBackend) -> String {
+    format!(
+        "[lb]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\ncrl = \"{}\"\ntls_reload_interval = \"250ms\"\n[lb.pools.ca]\nhealth = false\nmembers = [{{ url = \"http://127.0.0.1:1\" }}]\n[lb.pools.compilers]\nmembers = [{{ url = \"{}\" }}]\n",
+        fx.cert(LB_NAME).display(),
+        fx.key(LB_NAME).display(),
+        fx.ca_bundle().display(),
+        fx.crl().display(),
+        compiler.url()
+    )
+}
+
 /// The page loads and lives; an action without the token is refused; with it, a member drained
 /// from the page stops receiving requests (counted at the backend), a real agent's CSR appears
 /// and is signed from the page (the agent's next bootstrap succeeds), and a revocation from the
@@ -40,7 +52,10 @@ fn an_operator_drains_signs_and_revokes_from_the_admin_page_in_a_real_browser() 
     let a = StubBackend::start(Duration::ZERO);
     let b = StubBackend::start(Duration::ZERO);
     let (token_line, token) = admin_token(fx.dir());
-    let extra = format!("admin_listen = \"127.0.0.1:0\"\n{token_line}\n[lb.pools.compilers]\nbalance = \"round-robin\"\nmembers = [{{ url = \"{}\" }}, {{ url = \"{}\" }}]\n", a.url(), b.url());
+    // The other LB of the pair, whose CRL the page shows too, and a peer that is down.
+    let lb2 = Crossbar::start(bin(), fx.dir(), "lb2", &peer_config(&fx, &a));
+    let lb2_admin = lb2.admin.unwrap();
+    let extra = format!("admin_listen = \"127.0.0.1:0\"\n{token_line}\nadmin_peers = [\"http://{lb2_admin}\", \"http://127.0.0.1:1\"]\n[lb.pools.compilers]\nbalance = \"round-robin\"\nmembers = [{{ url = \"{}\" }}, {{ url = \"{}\" }}]\n", a.url(), b.url());
     let cb = Crossbar::start(bin(), fx.dir(), "crossbar", &fx.single_node_config("false", &extra));
     let shots = shots();
     let browser = Browser::start(fx.dir(), 1280, 800);
@@ -58,6 +73,17 @@ fn an_operator_drains_signs_and_revokes_from_the_admin_page_in_a_real_browser() 
     browser.wait_for(
         "the CRL shown",
         "document.getElementById('crl').textContent.includes('#')",
+        WAIT,
+    );
+    let peer_row = format!("#crl-peers tr[data-lb='{lb2_admin}']");
+    browser.wait_for(
+        "the other LB's CRL shown",
+        &format!("document.querySelector(\"{peer_row}\")?.textContent.includes('#')"),
+        WAIT,
+    );
+    browser.wait_for(
+        "a dead peer shown unreachable",
+        "document.querySelector(\"#crl-peers tr[data-lb='127.0.0.1:1']\")?.textContent.includes('unreachable')",
         WAIT,
     );
     browser.screenshot(&shots.join("1-overview.png"));
@@ -138,6 +164,8 @@ fn an_operator_drains_signs_and_revokes_from_the_admin_page_in_a_real_browser() 
     wait::until_true("the LB to refuse the revoked agent", WAIT, || {
         as_agent.handshake_and_request(cb.lb_port(), "/x").is_err()
     });
+    // The page shows the new CRL on both LBs.
+    browser.wait_for("both LBs hold the new CRL", &format!("document.querySelectorAll('#crl-peers tbody tr').length === 3 && [...document.querySelectorAll('#crl-peers tr[data-lb]')].filter(r => r.textContent.includes('1 revoked')).length === 2 && document.querySelector(\"{peer_row}\").textContent.includes('1 revoked')"), WAIT);
 
     // Each action is on the page's record under the operator's name.
     browser.wait_for(

@@ -178,6 +178,30 @@ function drawCrl(state) {
   ]);
 }
 
+function crlRow(name, crl, now, problems) {
+  const current = crl && crl.current;
+  const next = current && current.next_update;
+  const stateBadge = !current ? badge("bad", "no CRL") : next && next < now ? badge("bad", "expired") : problems && problems.length ? badge("warn", problems.join("; ")) : badge("ok", "current");
+  const pull = crl && crl.last_pull;
+  return el("tr", { "data-lb": name },
+    el("td", { class: "mono" }, name),
+    el("td", {}, current ? `#${current.number} (${current.revoked} revoked)` : "–"),
+    el("td", {}, current ? ago(now - current.this_update) : "–"),
+    el("td", {}, stateBadge),
+    el("td", {}, pull ? `${pull.outcome}, ${ago(now - pull.at)}` : "–"));
+}
+
+function drawPeers(state) {
+  const peers = state.peers || [];
+  $("crl-peers-box").hidden = peers.length === 0;
+  const rows = [crlRow(`${state.listen} (this LB)`, state.crl, state.now, state.problems)];
+  for (const p of peers) {
+    rows.push(p.reachable ? crlRow(p.peer, p.crl, p.now, p.problems)
+      : el("tr", { "data-lb": p.peer }, el("td", { class: "mono" }, p.peer), el("td", { colspan: 3 }, badge("bad", "unreachable")), el("td", { class: "muted" }, p.error)));
+  }
+  $("crl-peers").tBodies[0].replaceChildren(...rows);
+}
+
 function drawActions(state) {
   const rows = state.actions.map((a) => el("tr", {},
     el("td", {}, when(a.at)), el("td", {}, a.operator), el("td", {}, a.action), el("td", { class: "mono" }, a.target),
@@ -204,6 +228,7 @@ async function refresh() {
   drawPools(state, seconds);
   drawTls(state, seconds);
   drawCrl(state);
+  drawPeers(state);
   drawActions(state);
   last = state;
 }

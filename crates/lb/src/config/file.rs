@@ -22,6 +22,9 @@ pub struct FileLbConfig {
     /// Operators who may act on the admin listener: `name token` lines.
     #[serde(default)]
     pub(crate) admin_token_file: Option<PathBuf>,
+    /// The other LBs' admin listeners, whose state the admin page shows too.
+    #[serde(default)]
+    pub(crate) admin_peers: Vec<String>,
     #[serde(default)]
     pub(crate) pools: BTreeMap<String, FilePool>,
     #[serde(default)]
