@@ -79,6 +79,7 @@ pub fn router(state: State) -> Router {
         .merge(v1_routes("/{environment}"))
         .route("/puppet-ca/v1/certificate_statuses/", get(status::missing_segment))
         .route("/puppet-ca/v1/expirations", get(certs::expirations))
+        .route("/puppet-ca/v1/crossbar/audit", get(status::audit))
         .route("/puppet-ca/v1/clean", put(status::clean))
         .route("/puppet-ca/v1/certificate_renewal", post(puppet8::renew))
         .route("/puppet-ca/v1/sign", post(puppet8::sign))

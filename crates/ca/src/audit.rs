@@ -129,3 +129,18 @@ impl AuditEvent {
         );
     }
 }
+
+/// One event as a store kept it, for reading back (the admin page).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AuditRecord {
+    /// Unix seconds.
+    pub at: f64,
+    /// The CA node that did it.
+    pub node: String,
+    pub actor: String,
+    pub action: String,
+    pub certname: Option<String>,
+    /// Hexadecimal.
+    pub serial: Option<String>,
+    pub detail: Option<String>,
+}

@@ -170,6 +170,16 @@ pub trait CaStore: Send + Sync + 'static {
         let _ = event;
         Ok(())
     }
+
+    /// The newest `limit` events of the audit trail, newest first; `None` when the store keeps
+    /// no trail (a directory: the log is the trail).
+    fn recent_audit(
+        &self,
+        limit: usize,
+    ) -> Result<Option<Vec<crate::audit::AuditRecord>>, StoreError> {
+        let _ = limit;
+        Ok(None)
+    }
 }
 
 /// Turns the current CA CRL (DER) into the next one, or `None` to leave it.

@@ -339,7 +339,8 @@ fn set_drained(
     Json(member_json(index, member)).into_response()
 }
 
-/// The CA's lists, for an operator: `requests` (pending CSRs), `signed`, `revoked`.
+/// The CA's lists, for an operator: `requests` (pending CSRs), `signed`, `revoked`, and
+/// `audit` (the CA's stored audit trail, where it keeps one).
 async fn ca_list(
     State(admin): State<Shared>,
     headers: HeaderMap,
@@ -350,14 +351,17 @@ async fn ca_list(
         Ok(name) => name,
         Err(refusal) => return refused(refusal),
     };
-    let state = match list.as_str() {
-        "requests" => "requested",
-        "signed" => "signed",
-        "revoked" => "revoked",
-        _ => return (StatusCode::NOT_FOUND, "lists: requests, signed, revoked\n").into_response(),
+    let path = match list.as_str() {
+        "requests" => "/puppet-ca/v1/certificate_statuses/any?state=requested",
+        "signed" => "/puppet-ca/v1/certificate_statuses/any?state=signed",
+        "revoked" => "/puppet-ca/v1/certificate_statuses/any?state=revoked",
+        "audit" => "/puppet-ca/v1/crossbar/audit?limit=50",
+        _ => {
+            return (StatusCode::NOT_FOUND, "lists: requests, signed, revoked, audit\n")
+                .into_response()
+        }
     };
-    let path = format!("/puppet-ca/v1/certificate_statuses/any?state={state}");
-    forward(&admin, &operator, Method::GET, &path, None).await
+    forward(&admin, &operator, Method::GET, path, None).await
 }
 
 /// An operator's CA action: `sign` or `reject` a pending request, `revoke` a certificate.

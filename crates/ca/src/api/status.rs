@@ -233,3 +233,29 @@ fn json_response(content_type: &'static str, value: Value) -> Response {
         .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
     response
 }
+
+/// `?limit=` of the audit trail.
+#[derive(Debug, Deserialize)]
+pub(super) struct AuditQuery {
+    limit: Option<usize>,
+}
+
+/// Most audit events one request returns.
+const AUDIT_MAX: usize = 1000;
+
+/// `GET /puppet-ca/v1/crossbar/audit?limit=N` (crossbar's, admin-only): the newest events of
+/// the audit trail, newest first, where the store keeps one (the database); 404 for a
+/// directory, whose trail is the log.
+pub(super) async fn audit(
+    _: Admin,
+    AxState(state): AxState<State>,
+    Query(query): Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    let limit = query.limit.unwrap_or(50).clamp(1, AUDIT_MAX);
+    match blocking(&state, move |ca| Ok(ca.store().recent_audit(limit)?)).await? {
+        Some(events) => Ok(Json(events).into_response()),
+        None => Err(ApiError::NotFound(
+            "this CA keeps its audit trail in its log (directory store), not in a table".into(),
+        )),
+    }
+}

@@ -11,7 +11,7 @@ use super::{
     CachedCrl, PgStore, CRL_LOCK,
 };
 use crate::{
-    audit::AuditEvent,
+    audit::{AuditEvent, AuditRecord},
     store::{
         Admission, CaStore, CrlUpdateFailure, CrlUpdateFn, Existing, IssueFrom, Stamped, StoreError,
     },
@@ -371,6 +371,27 @@ impl CaStore for PgStore {
             exec(&*client, sql::INSERT_AUDIT, &params).await?;
             Ok(())
         })
+    }
+
+    fn recent_audit(&self, limit: usize) -> Result<Option<Vec<AuditRecord>>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(async |client| {
+            let rows = all(&*client, sql::RECENT_AUDIT, &[&limit]).await?;
+            Ok(Some(rows.iter().map(audit_record).collect()))
+        })
+    }
+}
+
+fn audit_record(row: &tokio_postgres::Row) -> AuditRecord {
+    let serial: Option<Vec<u8>> = row.get(5);
+    AuditRecord {
+        at: row.get(0),
+        node: row.get(1),
+        actor: row.get(2),
+        action: row.get(3),
+        certname: row.get(4),
+        serial: serial.map(|bytes| bytes.iter().map(|b| format!("{b:02X}")).collect()),
+        detail: row.get(6),
     }
 }
 

@@ -84,4 +84,5 @@ pub(super) const DELETE_REQUEST: &str = "DELETE FROM ca_request WHERE certname =
 pub(super) const DELETE_CURRENT: &str = "DELETE FROM ca_current WHERE certname = $1";
 pub(super) const INSERT_CERT: &str = "INSERT INTO ca_cert (serial, certname, pem, not_before, not_after, issued_by, kind) VALUES ($1, $2, $3, $4, $5, $6, $7)";
 pub(super) const UPSERT_CURRENT: &str = "INSERT INTO ca_current (certname, serial) VALUES ($1, $2) ON CONFLICT (certname) DO UPDATE SET serial = EXCLUDED.serial, updated_at = now()";
+pub(super) const RECENT_AUDIT: &str = "SELECT extract(epoch FROM at)::float8, node, actor, action, certname, serial, detail FROM ca_audit ORDER BY id DESC LIMIT $1";
 pub(super) const INSERT_AUDIT: &str = "INSERT INTO ca_audit (node, actor, action, certname, serial, detail) VALUES ($1, $2, $3, $4, $5, $6)";

@@ -457,6 +457,25 @@ fn a_revocation_through_one_node_is_served_by_the_other_and_enforced_by_its_lb()
         .unwrap();
     assert_eq!(crl_a.body, crl_b.body, "the same bytes from every node");
     assert_eq!(crl_a.header("last-modified"), crl_b.header("last-modified"));
+    // Both revocations are in the audit trail every node reads, with who did them and where.
+    let as_admin = TlsClient::new(&ca.bundle(), Some((&ca.cert(ADMIN_NAME), &ca.key(ADMIN_NAME))));
+    let trail = as_admin
+        .handshake_and_request(lb_b.lb_port(), "/puppet-ca/v1/crossbar/audit?limit=20")
+        .unwrap();
+    assert_eq!(trail.status, 200, "{}", trail.text());
+    let events: serde_json::Value = serde_json::from_slice(&trail.body).unwrap();
+    for name in ["agent1.example.com", "agent2.example.com"] {
+        assert!(
+            events.as_array().unwrap().iter().any(|e| e["action"] == "revoke"
+                && e["certname"] == name
+                && e["node"] == "a"
+                && e["actor"].as_str().unwrap().contains(ADMIN_NAME)),
+            "the revocation of {name} by {ADMIN_NAME} on node a: {events}"
+        );
+    }
+    let anonymous_trail =
+        anonymous.handshake_and_request(lb_b.lb_port(), "/puppet-ca/v1/crossbar/audit").unwrap();
+    assert_eq!(anonymous_trail.status, 403, "the trail is for admins");
 }
 
 /// `puppet.conf` for the real `puppetserver ca` CLI on the LB host: the LB's certificate (it

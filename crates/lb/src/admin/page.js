@@ -245,6 +245,8 @@ async function refreshCa() {
     const [requests, signed, revoked] = await Promise.all([get("requests"), get("signed"), get("revoked")]);
     caData = { requests, signed, revoked };
     drawCa();
+    const trail = await fetch("/api/ca/audit", { headers: { "Authorization": `Bearer ${token()}` }, cache: "no-store" });
+    drawCaAudit(trail.ok ? await trail.json() : null, trail.ok ? "" : (await trail.text()).trim());
   } catch (e) {
     say(`CA: ${e.message}`, "bad");
   }
@@ -300,6 +302,17 @@ function drawCerts() {
   $("certs").tBodies[0].replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 5, class: "muted" }, "no certificate matches"))]));
 }
 
+function drawCaAudit(events, why) {
+  $("ca-audit-box").hidden = false;
+  $("ca-audit-none").hidden = events !== null;
+  $("ca-audit-none").textContent = why;
+  $("ca-audit").hidden = events === null;
+  const rows = (events || []).map((e) => el("tr", {},
+    el("td", {}, when(Math.round(e.at))), el("td", {}, e.node), el("td", {}, e.actor), el("td", {}, e.action),
+    el("td", { class: "mono" }, e.certname ?? "–"), el("td", { class: "mono" }, e.serial ?? "–"), el("td", {}, e.detail ?? "")));
+  $("ca-audit").tBodies[0].replaceChildren(...rows);
+}
+
 function signOut() {
   sessionStorage.removeItem(TOKEN_KEY);
   showSignedIn();
@@ -311,6 +324,7 @@ function showSignedIn() {
   $("signed-in").hidden = !on;
   $("ca").hidden = !on;
   $("ca-locked").hidden = on;
+  if (!on) $("ca-audit-box").hidden = true;
   if (last) { drawPools(last, 0); }
 }
 
