@@ -58,7 +58,8 @@ def balance(b):
         from bench import wait_line
         stubs.append(wait_line(proc.out, "listening on").rsplit("//", 1)[1])
     cap = capacity(model)
-    out = {"model": model, "capacity_runs_per_s": cap, "interval_s": RUN_INTERVAL_S, "seconds": seconds, "loads": {}}
+    warmup = 0 if b.smoke else b.args.balance_warmup
+    out = {"model": model, "capacity_runs_per_s": cap, "interval_s": RUN_INTERVAL_S, "seconds": seconds, "warmup_s": warmup, "loads": {}}
     chosen = [tuple(x.split(":", 1)) for x in b.args.balancers] if b.args.balancers else BALANCERS
     for load in b.args.loads:
         agents = max(8, round(load * cap * RUN_INTERVAL_S)) if not b.smoke else 16
@@ -71,11 +72,12 @@ def balance(b):
             proc, addr = b.start_lb(kind, "rsa", compilers=[(s, model["slots"]) for s in stubs], balance=strategy, name=f"balance-{kind}-{strategy}")
             try:
                 before = [get_json(f"http://{s}/stub/v1/stats") for s in stubs]
-                report = b.sim("runs", "--lb", addr, "--certs", str(b.work / "agents"), "--agents", str(agents), "--interval", f"{RUN_INTERVAL_S}s", "--splay", "--duration", f"{seconds}s", timeout=seconds * 3 + 300)
+                began = time.time()
+                report = b.sim("runs", "--lb", addr, "--certs", str(b.work / "agents"), "--agents", str(agents), "--interval", f"{RUN_INTERVAL_S}s", "--splay", "--warmup", f"{warmup}s", "--duration", f"{seconds}s", timeout=warmup + seconds * 3 + 300)
                 after = [get_json(f"http://{s}/stub/v1/stats") for s in stubs]
             finally:
                 proc.stop()
-            wall = max(report["seconds"], 1e-9)
+            wall = max(time.time() - began, 1e-9)  # warm-up, measured runs and the drain
             report["utilisation"] = [(a["busy_slot_s"] - o["busy_slot_s"]) / (model["slots"] * wall) for o, a in zip(before, after)]
             report["compiler_wait_s"] = [a["waited_s"] - o["waited_s"] for o, a in zip(before, after)]
             report["agents"] = agents

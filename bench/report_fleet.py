@@ -48,7 +48,7 @@ def balance_section(results, out, verdicts):
                f"speeds {', '.join(str(x) for x in m['speeds'])} (the fourth at half speed); catalog compile time log-normal, median {m['median_s'] * 1000:.0f} ms, sigma {m['sigma']}, "
                f"{m['slow_share']:.0%} of nodes in environments ten times slower (stable per node); other requests {m['other_s'] * 1000:.0f} ms of a slot. "
                f"Capacity {b['capacity_runs_per_s']:.1f} runs/s. Simulated Puppet 7 agents (real TLS, client certificates, one connection per run) run every {b['interval_s']} s with splay, "
-               f"{b['seconds']} s per LB and load; runs under way at the end are waited for. A run that gets `503` with `Retry-After` sleeps and retries as Puppet does; a run fails on any other error.\n")
+               f"{b['seconds']} s measured per LB and load" + (f" after {b['warmup_s']} s of runs not measured (every node has run once: an LB that has seen the fleet before)" if b.get('warmup_s') else " from the first run (an LB that has never seen the fleet)") + "; runs under way at the end are waited for. A run that gets `503` with `Retry-After` sleeps and retries as Puppet does; a run fails on any other error.\n")
     for load, rows in b["loads"].items():
         out.append(f"### {load} of capacity\n")
         out.append("| LB | agents | runs | failed | run p50 / p99 / max s | catalog p50 / p99 s | 503s retried | utilisation c1 / c2 / c3 / c4 (half speed) |")

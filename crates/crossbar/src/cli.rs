@@ -113,6 +113,10 @@ pub enum SimCommand {
         /// With --puppet 8: the share of runs (0 to 1) that renew their certificate first.
         #[arg(long, default_value_t = 0.0)]
         renew: f64,
+        /// Runs started in this first stretch are made but not measured (a steady state: an LB
+        /// that has seen the fleet before); --duration follows it.
+        #[arg(long, default_value = "0s")]
+        warmup: String,
         #[command(flatten)]
         output: SimOutput,
     },

@@ -24,7 +24,7 @@ pub async fn run(command: SimCommand) -> anyhow::Result<u8> {
             println!("issued {issued} agent certificates");
             Ok(0)
         }
-        SimCommand::Runs { target, agents, interval, splay, puppet, renew, output } => {
+        SimCommand::Runs { target, agents, interval, splay, puppet, renew, warmup, output } => {
             let schedule = match interval {
                 Some(every) => Schedule::Interval { every: duration("--interval", &every)?, splay },
                 None => Schedule::BackToBack,
@@ -34,7 +34,11 @@ pub async fn run(command: SimCommand) -> anyhow::Result<u8> {
             if !(0.0..=1.0).contains(&renew) {
                 anyhow::bail!("--renew {renew}: a fraction of runs, from 0 to 1");
             }
-            let kind = scenario::Agents { generation, renew_fraction: renew };
+            let kind = scenario::Agents {
+                generation,
+                renew_fraction: renew,
+                warmup: duration("--warmup", &warmup)?,
+            };
             let (common, identities) = prepare(&target, &agents, output.progress)?;
             finish(&scenario::runs(common, identities, schedule, kind).await, &output)
         }

@@ -9,6 +9,7 @@
 
 mod auth;
 mod ca;
+mod client;
 mod page;
 mod peers;
 

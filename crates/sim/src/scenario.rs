@@ -46,6 +46,8 @@ const MAX_RETRIES: u32 = 100;
 pub struct Agents {
     pub generation: agent::Generation,
     pub renew_fraction: f64,
+    /// Runs started before this much time has passed are made but not measured.
+    pub warmup: Duration,
 }
 
 /// Agents doing Puppet runs: one connection per run (a full TLS handshake), the run's requests
@@ -59,30 +61,51 @@ pub async fn runs(
     schedule: Schedule,
     kind: Agents,
 ) -> Report {
-    let stats = Arc::new(Stats::new());
-    let deadline = tokio::time::Instant::now() + common.duration;
-    let progress = progress(&stats, common.progress);
+    let warm = Arc::new(Stats::new());
+    let start = tokio::time::Instant::now();
+    let measured_from = start + kind.warmup;
+    let deadline = measured_from + common.duration;
     let mut tasks = JoinSet::new();
     let agent_count = agents.len();
     let finish_by = deadline + common.duration;
-    for agent in agents {
-        let (stats, target) = (stats.clone(), common.target.clone());
-        tasks.spawn(async move {
-            agent_loop(&stats, &target, &agent, schedule, kind, (deadline, finish_by)).await
-        });
-    }
+    let stats = {
+        // The measured statistics start with the measured stretch.
+        let warm_progress = progress(&warm, common.progress && !kind.warmup.is_zero());
+        let stats_at = Arc::new(tokio::sync::OnceCell::new());
+        for agent in agents {
+            let (warm, target, stats_at) = (warm.clone(), common.target.clone(), stats_at.clone());
+            let clock = Clock { measured_from, deadline, finish_by };
+            tasks.spawn(async move {
+                agent_loop(&warm, &stats_at, &target, &agent, schedule, kind, clock).await
+            });
+        }
+        tokio::time::sleep_until(measured_from).await;
+        warm_progress.abort();
+        stats_at.get_or_init(|| async { Arc::new(Stats::new()) }).await.clone()
+    };
+    let progress = progress(&stats, common.progress);
     while tasks.join_next().await.is_some() {}
     progress.abort();
-    stats.report("runs", serde_json::json!({ "agents": agent_count, "schedule": format!("{schedule:?}"), "puppet": kind.generation.version(), "renew_fraction": kind.renew_fraction, "duration_s": common.duration.as_secs_f64() }))
+    stats.report("runs", serde_json::json!({ "agents": agent_count, "schedule": format!("{schedule:?}"), "puppet": kind.generation.version(), "renew_fraction": kind.renew_fraction, "duration_s": common.duration.as_secs_f64(), "warmup_s": kind.warmup.as_secs_f64() }))
+}
+
+/// When a `runs` simulation measures: runs started from `measured_from` until `deadline` are
+/// measured; any run under way may go on until `finish_by`.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    measured_from: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+    finish_by: tokio::time::Instant,
 }
 
 async fn agent_loop(
-    stats: &Stats,
+    warm: &Stats,
+    measured: &tokio::sync::OnceCell<Arc<Stats>>,
     target: &Target,
     agent: &Identity,
     schedule: Schedule,
     kind: Agents,
-    (deadline, finish_by): (tokio::time::Instant, tokio::time::Instant),
+    clock: Clock,
 ) {
     let report = agent::report_json(&agent.certname);
     let mut next = tokio::time::Instant::now();
@@ -91,15 +114,20 @@ async fn agent_loop(
     }
     let mut first = true;
     loop {
-        if next >= deadline {
+        if next >= clock.deadline {
             return;
         }
         sleep_until(next).await;
         let started = tokio::time::Instant::now();
+        let stats: &Stats = if started >= clock.measured_from {
+            measured.get_or_init(|| async { Arc::new(Stats::new()) }).await
+        } else {
+            warm
+        };
         let facts = agent::catalog_form(&agent.certname);
         let renew = fastrand::f64() < kind.renew_fraction;
         let plan = agent::plan(kind.generation, &agent.certname, first, renew, &facts, &report);
-        let ok = one_run(stats, target, agent, &plan, finish_by).await;
+        let ok = one_run(stats, target, agent, &plan, clock.finish_by).await;
         stats.run_done(started.elapsed(), ok);
         first = false;
         next = match schedule {

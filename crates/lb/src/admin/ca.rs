@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http_body_util::Full;
 
 use crate::{headers, proxy::Proxy};
 
@@ -60,27 +58,11 @@ pub(crate) async fn call(
     if let Some(secret) = &pool.settings.proxy_secret {
         headers::set_proxy_secret(request.headers_mut(), secret);
     }
-    let exchange = async {
-        let stream = TcpStream::connect(member.upstream.authority()).await?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(io)?;
-        tokio::spawn(connection);
-        let response = sender.send_request(request).await.map_err(io)?;
-        let status = response.status();
-        let body = Limited::new(response.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?
-            .to_bytes();
-        Ok::<_, std::io::Error>((status, body))
-    };
+    let authority = member.upstream.authority().to_owned();
+    let exchange = super::client::exchange(&authority, request, MAX_ANSWER);
     match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
         Ok(Ok(answer)) => Ok(answer),
         Ok(Err(e)) => Err(failed(e.to_string())),
         Err(_) => Err(failed(format!("no answer within {CALL_TIMEOUT:?}"))),
     }
-}
-
-fn io(e: hyper::Error) -> std::io::Error {
-    std::io::Error::other(e)
 }

@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Request};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use http_body_util::Empty;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 
 /// How long a peer may take to answer.
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -49,26 +47,13 @@ async fn ask(authority: &str) -> Value {
 }
 
 async fn state(authority: &str) -> std::io::Result<Value> {
-    let stream = TcpStream::connect(authority).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(io)?;
-    tokio::spawn(connection);
     let request = Request::get("/api/state?local")
         .header(header::HOST, authority)
         .body(Empty::<Bytes>::new())
         .map_err(std::io::Error::other)?;
-    let response = sender.send_request(request).await.map_err(io)?;
-    if !response.status().is_success() {
-        return Err(std::io::Error::other(format!("answered {}", response.status())));
+    let (status, body) = super::client::exchange(authority, request, MAX_STATE).await?;
+    if !status.is_success() {
+        return Err(std::io::Error::other(format!("answered {status}")));
     }
-    let body = Limited::new(response.into_body(), MAX_STATE)
-        .collect()
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?
-        .to_bytes();
     serde_json::from_slice(&body).map_err(std::io::Error::other)
-}
-
-fn io(e: hyper::Error) -> std::io::Error {
-    std::io::Error::other(e)
 }
