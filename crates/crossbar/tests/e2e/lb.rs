@@ -506,3 +506,44 @@ fn the_environment_parameter_routes_to_a_canary_pool() {
         "the access log names the route"
     );
 }
+
+/// `timeouts.handshake` is how long a client may keep the LB waiting in the handshake: a
+/// client that sends nothing is cut off after it, and one that drips its ClientHello a byte at
+/// a time (never waiting that long, never finishing) is cut off by the hard cap of six
+/// timeouts. (A busy LB's own slowness is never held against a client: the herd benchmark.)
+#[test]
+fn a_silent_or_dripping_handshake_is_cut_off() {
+    use std::io::Read;
+    let fx = CaFixture::new(KeyAlgorithm::EcP256);
+    let cb = start(&fx, "[lb.timeouts]\nhandshake = \"1s\"\n");
+    let addr = SocketAddr::from(([127, 0, 0, 1], cb.lb_port()));
+    let mut silent = std::net::TcpStream::connect(addr).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let started = Instant::now();
+    let closed = silent.read(&mut [0u8; 1]);
+    let took = started.elapsed();
+    assert!(matches!(closed, Ok(0) | Err(_)), "the LB closes a silent client: {closed:?}");
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(4)).contains(&took),
+        "cut after the 1 s timeout, took {took:?}"
+    );
+
+    // A ClientHello's record header and the start of its body, then zeros, a byte every 400 ms.
+    let mut drip = std::net::TcpStream::connect(addr).unwrap();
+    let hello = [0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+    let started = Instant::now();
+    let mut sent = 0usize;
+    let cut = loop {
+        let byte = hello.get(sent).copied().unwrap_or(0);
+        if drip.write_all(&[byte]).is_err() {
+            break started.elapsed();
+        }
+        sent += 1;
+        assert!(started.elapsed() < Duration::from_secs(20), "a dripping handshake was never cut");
+        std::thread::sleep(Duration::from_millis(400)); // the attacker's pace, not a wait for the LB
+    };
+    assert!(
+        (Duration::from_secs(5)..Duration::from_secs(9)).contains(&cut),
+        "cut by the 6 s cap (six 1 s timeouts), after {cut:?} and {sent} bytes"
+    );
+}

@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use super::paced::Paced;
 use http::{Request, Response};
 use hyper::{body::Incoming, service::Service};
 use hyper_util::rt::TokioIo;
@@ -35,7 +36,10 @@ use crate::{
 /// The client stream: TLS over TCP, watched for idleness (see [`crate::idle`]). Boxed: the
 /// TLS state is over a kilobyte, and every future that moves the stream would otherwise hold a
 /// copy of it for the life of the connection.
-type ClientIo = Watched<Box<TlsStream<TcpStream>>>;
+type ClientIo = Watched<Box<TlsStream<Paced<TcpStream>>>>;
+
+/// However busy the LB, a handshake ends within this many `handshake_timeout`s.
+const HANDSHAKE_CAP_FACTOR: u32 = 6;
 
 /// One client connection.
 pub(super) struct Connection {
@@ -120,13 +124,26 @@ impl Connection {
         drop(snapshot);
         // Boxed, like `serve` below: a task's future is as large as the largest state it can be
         // in, and a parked connection should not pay for the handshake's or hyper's.
-        let accept = Box::pin(async move { acceptor.accept(stream).await.map(Box::new) });
-        let tls_stream = match tokio::time::timeout(self.handshake_timeout, accept).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
+        let paced = Paced::new(stream);
+        let clock = paced.clock();
+        let accept = Box::pin(async move { acceptor.accept(paced).await.map(Box::new) });
+        // `handshake_timeout` is how long the client may keep the LB waiting; the hard cap
+        // bounds a handshake that a saturated LB is slow to finish (see `paced`).
+        let handshake = async {
+            tokio::select! {
+                done = accept => Some(done),
+                () = clock.stalled(self.handshake_timeout) => None,
+            }
+        };
+        let cap = self.handshake_timeout.saturating_mul(HANDSHAKE_CAP_FACTOR);
+        let tls_stream = match tokio::time::timeout(cap, handshake).await {
+            Ok(Some(Ok(s))) => s,
+            Ok(Some(Err(e))) => {
                 return self.handshake_failed(&e.to_string(), HandshakeFailure::classify(&e))
             }
-            Err(_) => return self.handshake_failed("timed out", HandshakeFailure::Timeout),
+            Ok(None) | Err(_) => {
+                return self.handshake_failed("timed out", HandshakeFailure::Timeout)
+            }
         };
         let metrics = &self.state.metrics;
         metrics.handshakes.fetch_add(1, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 //! ([`workers`]), which serve it ([`connection`]); on shutdown stop accepting and drain.
 
 mod connection;
+mod paced;
 mod workers;
 
 use std::{future::Future, sync::Arc, time::Duration};
