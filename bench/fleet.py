@@ -149,6 +149,9 @@ def handshakes(b):
     from bench import cpu_seconds
     for kind in b.args.peers:
         for lb_key in ("rsa", "ec"):
+            # The floor, measured right before this LB's handshakes: this VM's speed drifts by
+            # a quarter within a run, so a floor from minutes away would skew the ratio.
+            floor = adjacent_floor(b, lb_key)
             for agent_key, (cert, key) in agents.items():
                 proc, addr = b.start_lb(kind, lb_key, name=f"hs-{kind}")
                 try:
@@ -159,12 +162,21 @@ def handshakes(b):
                 finally:
                     proc.stop()
                 count = sum(int(m.group(1)) for o in outputs for m in [re.search(r"(\d+) connections in [\d.]+ real seconds", o)] if m)
-                result = {"handshakes": count, "per_second": count / seconds, "lb_cpu_s": used, "cpu_ms_per_handshake": used / count * 1000 if count else None}
+                result = {"handshakes": count, "per_second": count / seconds, "lb_cpu_s": used, "cpu_ms_per_handshake": used / count * 1000 if count else None,
+                          "floor_ms": floor.get(f"{lb_key}/{agent_key}")}
                 out["lbs"].setdefault(kind, {})[f"{lb_key}/{agent_key}"] = result
                 b.log(f"  {kind} (LB {lb_key}, agent {agent_key}): {count} handshakes, {result['cpu_ms_per_handshake'] or 0:.3f} ms CPU each")
                 if not count:
                     b.log("  s_time said: " + outputs[0][-400:])
     b.results["handshakes_per_process"] = out
+
+
+def adjacent_floor(b, lb_key):
+    """The floor (see `floor_ms`) for LB key `lb_key`, from one-second measurements now."""
+    key = {"rsa": "rsa-4096", "ec": "ec-p256"}[lb_key]
+    out = b.work / f"floor-{key}-{time.time_ns()}.json"
+    b.run([b.crossbar, "sim", "ceiling", "--key", key, "--duration", "1s", "--threads", "1", "--json", str(out)])
+    return floor_ms({key: json.loads(out.read_text())})
 
 
 def floor_ms(ceiling):

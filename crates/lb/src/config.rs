@@ -89,7 +89,7 @@ pub(crate) struct ServeSettings {
 impl Default for ServeSettings {
     fn default() -> Self {
         Self {
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(60),
             idle_park: Duration::from_secs(1),
             max_connections: 50_000,

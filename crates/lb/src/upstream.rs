@@ -77,11 +77,11 @@ pub(crate) struct SendFailure {
     pub(crate) request: Option<Request<UpstreamBody>>,
 }
 
-/// Most of a backend's answer read ahead of a client that is slow to take it (HAProxy's
-/// `tune.bufsize` in the benchmark): hyper's default grows to 408 KiB per connection, so ten
-/// thousand agents fetching 100 KiB catalogs at once held a gigabyte. The rest waits in the
-/// kernel's socket buffer. Response heads from backends are far smaller.
-const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
+/// Most of a backend's answer read ahead of a client that is slow to take it (HAProxy's and
+/// nginx's proxy buffers are of this order): hyper's default grows to 408 KiB per connection,
+/// so ten thousand agents fetching 100 KiB catalogs at once held a gigabyte. The rest waits in
+/// the kernel's socket buffer. Response heads from backends are far smaller.
+const UPSTREAM_READ_BUFFER: usize = 16 * 1024;
 
 /// Where a member is: `http://host:port`, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -38,6 +38,11 @@ use crate::{
 /// copy of it for the life of the connection.
 type ClientIo = Watched<Box<TlsStream<Paced<TcpStream>>>>;
 
+/// Encrypted bytes kept for a client that is slow to read them (rustls's default is 64 KiB):
+/// with the backend's read-ahead this bounds what one slow agent's catalog holds in memory,
+/// which after a failover is ten thousand times over. The rest waits in the socket buffers.
+const TLS_SEND_BUFFER: usize = 16 * 1024;
+
 /// However busy the LB, a handshake ends within this many `handshake_timeout`s.
 const HANDSHAKE_CAP_FACTOR: u32 = 6;
 
@@ -145,6 +150,8 @@ impl Connection {
                 return self.handshake_failed("timed out", HandshakeFailure::Timeout)
             }
         };
+        let mut tls_stream = tls_stream;
+        tls_stream.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
         let metrics = &self.state.metrics;
         metrics.handshakes.fetch_add(1, Ordering::Relaxed);
         metrics.connections_open.fetch_add(1, Ordering::Relaxed);
