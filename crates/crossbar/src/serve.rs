@@ -44,6 +44,9 @@ struct RunningCa {
 }
 
 pub async fn run(path: &Path, config: Config, mut activated: Activated) -> anyhow::Result<()> {
+    // Before anything listens: a SIGHUP that comes right after READY=1 (`systemctl reload`
+    // just after start) must reload, not end the process (SIGHUP's default action).
+    let signals = Signals::install()?;
     // The LB stops first and drains; the CA stops after it, so that requests the LB is
     // finishing still reach a CA of this process.
     let (stop, stopped) = watch::channel(false);
@@ -109,7 +112,7 @@ pub async fn run(path: &Path, config: Config, mut activated: Activated) -> anyho
     let status = tokio::spawn(report_status(running.lb.clone()));
     let watchdog = Notifier::watchdog_period()
         .map(|period| tokio::spawn(feed_watchdog(running.lb.clone(), period)));
-    wait_for_stop(path, &running).await?;
+    wait_for_stop(path, &running, signals).await;
     tracing::info!("shutting down: no new connections; draining");
     Notifier::stopping();
     status.abort();
@@ -125,15 +128,30 @@ pub async fn run(path: &Path, config: Config, mut activated: Activated) -> anyho
     Ok(())
 }
 
+/// The signals `serve` answers, caught from the start.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+}
+
 /// Waits for SIGTERM or SIGINT, reloading on every SIGHUP meanwhile.
-async fn wait_for_stop(path: &Path, running: &Running) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+async fn wait_for_stop(path: &Path, running: &Running, signals: Signals) {
+    let Signals { mut term, mut int, mut hup } = signals;
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            _ = term.recv() => return,
+            _ = int.recv() => return,
             _ = hup.recv() => {
                 Notifier::reloading();
                 let outcome = reload(path, running);
