@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use super::paced::Paced;
+use super::{paced::Paced, turns::Turns};
 use http::{Request, Response};
 use hyper::{body::Incoming, service::Service};
 use hyper_util::rt::TokioIo;
@@ -55,6 +55,8 @@ pub(super) struct Connection {
     pub(super) handshake_timeout: Duration,
     pub(super) idle_timeout: Duration,
     pub(super) idle_park: Duration,
+    /// This worker's handshake turns (see `turns`).
+    pub(super) turns: Arc<Turns>,
 }
 
 /// How long a connection accepted just before a shutdown (or a revocation) may take to send
@@ -131,7 +133,9 @@ impl Connection {
         // in, and a parked connection should not pay for the handshake's or hyper's.
         let paced = Paced::new(stream);
         let clock = paced.clock();
-        let accept = Box::pin(async move { acceptor.accept(paced).await.map(Box::new) });
+        let turns = self.turns.clone();
+        let accept =
+            Box::pin(async move { turns.take(acceptor.accept(paced)).await.map(Box::new) });
         // `handshake_timeout` is how long the client may keep the LB waiting; the hard cap
         // bounds a handshake that a saturated LB is slow to finish (see `paced`).
         let handshake = async {

@@ -3,6 +3,7 @@
 
 mod connection;
 mod paced;
+mod turns;
 mod workers;
 
 use std::{future::Future, sync::Arc, time::Duration};

@@ -15,7 +15,7 @@ use tokio::{
     sync::{mpsc, watch, OwnedSemaphorePermit},
 };
 
-use super::connection::Connection;
+use super::{connection::Connection, turns::Turns};
 use crate::{config::ServeSettings, state::LbState};
 
 /// Starts [`worker_count`] worker threads; returns how to reach them and their threads.
@@ -118,6 +118,7 @@ impl Worker {
         let beating = heartbeat.clone();
         runtime.block_on(async move {
             let http = http_builder(&self.settings);
+            let turns = Arc::new(Turns::new());
             tokio::spawn(crate::upstream::sweep_idle_forever());
             // Shows `/healthz` that this runtime turns (a stuck worker stops beating).
             tokio::spawn(async move {
@@ -150,6 +151,7 @@ impl Worker {
                     handshake_timeout: self.settings.handshake_timeout,
                     idle_timeout: self.settings.header_read_timeout,
                     idle_park: self.settings.idle_park,
+                    turns: turns.clone(),
                 };
                 let load = self.load.clone();
                 tokio::spawn(async move {
