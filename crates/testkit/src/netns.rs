@@ -9,15 +9,20 @@
 //! [`Network::hosts_file`] writes so that names resolve inside.
 //!
 //! Torn down on drop (every process in the namespaces killed, the namespaces and their
-//! `/etc/netns` entries removed). Namespaces left by a run that could not clean up (SIGKILL,
-//! a power cut) carry their creator's pid in the prefix and are removed by the next
-//! [`Network::new`] once that pid is gone.
+//! `/etc/netns` entries removed), and on SIGINT or SIGTERM (Ctrl-C): the first
+//! [`Network::new`] of a process makes those tear down every topology of the process before it
+//! exits with status 130. Namespaces left by a run that could not clean up (SIGKILL, a power
+//! cut) carry their creator's pid in the prefix and are removed by the next [`Network::new`]
+//! once that pid is gone.
 
 use std::{
     net::Ipv4Addr,
     path::PathBuf,
     process::{Command, Stdio},
+    sync::Once,
 };
+
+use tokio::signal::unix::{signal, SignalKind};
 
 /// The private subnet of every topology (each has its own bridge, so they do not meet).
 pub const SUBNET: [u8; 3] = [10, 77, 0];
@@ -35,6 +40,7 @@ impl Network {
     /// root (`ip netns`). `tag` names the topology (a few letters).
     pub fn new(tag: &str, hosts: &[(&str, u8)]) -> Result<Self, String> {
         remove_orphans();
+        teardown_on_interrupt();
         let prefix = format!("xb{}{tag}", std::process::id());
         let hosts = hosts
             .iter()
@@ -49,7 +55,10 @@ impl Network {
 
     /// Whether this process may make namespaces (root, with `ip` and a kernel that allows it).
     pub fn available() -> bool {
-        let probe = format!("xb{}probe", std::process::id());
+        // One name per call: two tests asking at once must not collide on it.
+        static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let probe = format!("xb{}probe{n}", std::process::id());
         let made = ip(&["netns", "add", &probe]).is_ok();
         if made {
             let _ = ip(&["netns", "del", &probe]);
@@ -176,16 +185,61 @@ fn remove(ns: &str) {
 
 /// Removes the namespaces of topologies whose creating process is gone.
 fn remove_orphans() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else { continue };
-        let Some(rest) = name.strip_prefix("xb") else { continue };
-        let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        let alive = !pid.is_empty() && PathBuf::from("/proc").join(&pid).exists();
-        if !pid.is_empty() && !alive {
-            remove(name);
+    for (name, pid) in namespaces_by_creator() {
+        if !PathBuf::from("/proc").join(pid.to_string()).exists() {
+            remove(&name);
         }
     }
+}
+
+/// Every namespace a topology made, with the pid of the process that made it.
+fn namespaces_by_creator() -> Vec<(String, u32)> {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return Vec::new() };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let name = line.split_whitespace().next()?;
+            let rest = name.strip_prefix("xb")?;
+            let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            Some((name.to_owned(), pid.parse().ok()?))
+        })
+        .collect()
+}
+
+/// On SIGINT or SIGTERM, removes every namespace this process made (killing what runs in
+/// them) and exits with status 130: a Ctrl-C of a test, the demo or a benchmark leaves no
+/// host behind. Installed once per process, by the first [`Network::new`].
+fn teardown_on_interrupt() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().build() {
+            Ok(runtime) => runtime,
+            Err(e) => return eprintln!("netns: no teardown on Ctrl-C (runtime: {e})"),
+        };
+        // Registered before `new` returns, so that a signal from then on is caught.
+        let signals = {
+            let _context = runtime.enter();
+            signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)))
+        };
+        let (mut interrupt, mut terminate) = match signals {
+            Ok(signals) => signals,
+            Err(e) => return eprintln!("netns: no teardown on Ctrl-C (signals: {e})"),
+        };
+        std::thread::spawn(move || {
+            runtime.block_on(async {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            });
+            eprintln!("netns: interrupted: tearing down this process's hosts");
+            let me = std::process::id();
+            for (name, _) in namespaces_by_creator().into_iter().filter(|(_, pid)| *pid == me) {
+                remove(&name);
+            }
+            std::process::exit(130);
+        });
+    });
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {

@@ -1,10 +1,12 @@
 //! The namespace builder itself: hosts reach each other on the bridge and nothing else, a cut
-//! host is unreachable until restored, and dropping the network removes every namespace.
+//! host is unreachable until restored, and dropping the network — or a Ctrl-C of the process
+//! that made it — removes every namespace.
 
 use std::{
-    io::{Read, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    time::Duration,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use testkit::netns::Network;
@@ -57,4 +59,57 @@ fn hosts_talk_over_the_bridge_and_vanish_on_drop() {
     assert!(namespaces().contains(&ns));
     drop(net);
     assert!(!namespaces().contains(&ns), "dropping the network removes its namespaces");
+}
+
+/// Set for the child process of `a_ctrl_c_tears_the_hosts_down`.
+const HOLDER: &str = "XB_NETNS_HOLDER";
+
+/// Not a test of its own: the process `a_ctrl_c_tears_the_hosts_down` interrupts (this test
+/// binary, started again with `HOLDER` set). Makes a topology and holds it until a signal
+/// ends the process; without `HOLDER` it returns at once.
+#[test]
+fn holds_a_topology_until_interrupted() {
+    if std::env::var_os(HOLDER).is_none() {
+        return;
+    }
+    let net = Network::new("hold", &[("h", 1)]).expect("network");
+    println!("ready {}", net.ns("h"));
+    std::io::stdout().flush().expect("stdout");
+    loop {
+        std::thread::park();
+    }
+}
+
+#[test]
+fn a_ctrl_c_tears_the_hosts_down() {
+    assert!(Network::available(), "the tests run as root: ip netns must work");
+    let mut child = Command::new(std::env::current_exe().expect("this test binary"))
+        .args(["--exact", "holds_a_topology_until_interrupted", "--nocapture", "--test-threads=1"])
+        .env(HOLDER, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the holder");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let ns = stdout
+        .lines()
+        .map_while(Result::ok)
+        // libtest prints the test's name first, on the same line.
+        .find_map(|line| line.split_once("ready ").map(|(_, ns)| ns.trim().to_owned()))
+        .expect("the holder made its hosts");
+    assert!(namespaces().contains(&ns));
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    assert!(sent.expect("kill").success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the holder did not exit after SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("stderr");
+    assert_eq!(status.code(), Some(130), "torn down, then exit 130 (not killed): {stderr}");
+    assert!(!namespaces().contains(&ns), "a Ctrl-C removes the namespaces: {stderr}");
 }
