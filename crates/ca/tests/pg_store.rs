@@ -555,3 +555,35 @@ fn a_write_waits_out_a_short_outage_instead_of_answering_503() {
     );
     assert!(issued.serial.is_random());
 }
+
+#[test]
+fn a_renewal_on_one_node_is_served_by_every_node_and_a_revoked_certificate_is_not_renewed() {
+    let pg = Postgres::start("pg");
+    let root = tempfile::tempdir().expect("tempdir");
+    let a = setup_ca(&pg.url(), root.path());
+    let b = join(&pg.url(), root.path(), "b");
+    let old = autosign(&a, "web1.example.com").expect("sign");
+    // Node b renews what node a signed: a new serial, the old certificate left valid.
+    let new = b.renew(&old.der).expect("renew on the other node");
+    assert_ne!(new.serial, old.serial, "a new serial");
+    let lifetime = new.validity.not_after - new.validity.not_before;
+    assert!(lifetime.whole_days() >= 89 && lifetime.whole_days() <= 91, "{lifetime}");
+    for node in [&a, &b] {
+        let served = node.store().certificate(&name("web1.example.com")).expect("read");
+        assert_eq!(served.expect("present").bytes, new.pem.as_bytes(), "the renewed one is served");
+        assert!(!crl_of(node).is_revoked(&old.serial.to_be_bytes()), "the old one stays valid");
+    }
+    assert_eq!(
+        pg.psql("crossbar", "SELECT count(*) FROM ca_cert WHERE certname = 'web1.example.com'"),
+        "2"
+    );
+    let audit = pg.psql("crossbar", "SELECT node, actor, action FROM ca_audit ORDER BY id");
+    assert!(audit.lines().any(|l| l == "b|agent web1.example.com|renew"), "{audit}");
+    // Revoked through node a: node b refuses to renew it, and nothing is written.
+    a.revoke(&[name("web1.example.com")], &Actor::Admin("ops.example.com".into())).expect("revoke");
+    assert!(matches!(b.renew(&new.der), Err(CaError::RenewalInvalid)));
+    assert_eq!(
+        pg.psql("crossbar", "SELECT count(*) FROM ca_cert WHERE certname = 'web1.example.com'"),
+        "2"
+    );
+}
