@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs crossbar's cargo-fuzz targets, each for the given number of seconds (default 60), from
 # corpora seeded with fuzz/seeds/. Installs cargo-fuzz first when missing. Used by the test
-# command (a minute each) and for longer runs before a release:
+# command (half a minute each) and for longer runs before a release:
 #   scripts/fuzz.sh 600                 # every target, ten minutes each
 #   scripts/fuzz.sh 600 config          # one target
 # With only a stable toolchain, RUSTC_BOOTSTRAP=1 lets cargo-fuzz use its nightly flags.
