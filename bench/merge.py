@@ -26,7 +26,7 @@ def main():
         base[key] = run[from_key or key]
         commands += [f"{c}    # {Path(path).name}" for c in run.get("commands", [])]
         scenarios.append(key)
-    base["commands"] = commands + [" ".join(["bench/merge.py", *sys.argv[1:]])]
+    base["commands"] = list(dict.fromkeys(commands)) + [" ".join(["bench/merge.py", *sys.argv[1:]])]
     base["scenarios"] = list(dict.fromkeys(scenarios))
     out.with_suffix(".json").write_text(json.dumps(base, indent=1))
     report.render(base, out.with_suffix(""))

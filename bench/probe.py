@@ -8,6 +8,8 @@ accounted per process. They reuse the certificates of a full run: first
                                                  # the LB, the stubs and the simulator
     bench/probe.py DIR handshakes BIN ec 10      # new handshakes (rsa|ec LB key), CPU ms each
     bench/probe.py DIR storm BIN 2000            # bootstrap storm through crossbar's LB and CA
+    bench/probe.py DIR wrk BIN 10 crossbar nginx  # kept-alive with wrk: req/s, p99, CPU µs per
+                                                 # request of the LB, the stubs and wrk
     bench/probe.py DIR ab BIN_A BIN_B 5 10       # two crossbar builds, kept-alive, interleaved
                                                  # rounds (wrk, then the simulator), medians
 
@@ -114,6 +116,30 @@ class Probe:
             os.killpg(lb.pid, signal.SIGTERM)
             lb.wait(timeout=30)
 
+    def wrk(self, seconds, kinds):
+        stub_procs, stubs = self.stubs()
+        for kind in kinds:
+            lb, addr = self.lb(kind, "rsa", stubs)
+            time.sleep(0.5)
+            watched = {"lb": bench.tree(lb.pid), "stubs": [p.pid for p in stub_procs]}
+            before = {name: bench.cpu_seconds(pids) for name, pids in watched.items()}
+            lb_sys0 = system_seconds(watched["lb"])
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            recorder = self.perf(lb.pid)
+            rate, p99 = wrk(addr, seconds)
+            lb_sys = system_seconds(watched["lb"]) - lb_sys0
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if recorder:
+                recorder.send_signal(signal.SIGINT)
+                recorder.wait()
+            n = rate * float(seconds)
+            us = {name: (bench.cpu_seconds(pids) - before[name]) / n * 1e6 for name, pids in watched.items()}
+            us["wrk"] = ((r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)) / n * 1e6
+            sys_us = lb_sys / n * 1e6
+            print(f"{kind:9s} {rate:7.0f} req/s, p99 {p99:.2f} ms; CPU µs per request: LB {us['lb']:5.1f} (kernel {sys_us:4.1f}, user {us['lb'] - sys_us:4.1f}), stubs {us['stubs']:5.1f}, wrk {us['wrk']:5.1f}, total {sum(us.values()):5.1f}", flush=True)
+            os.killpg(lb.pid, signal.SIGTERM)
+            lb.wait(timeout=30)
+
     def handshakes(self, key, seconds):
         stub_procs, stubs = self.stubs()
         lb, addr = self.lb("crossbar", key, stubs)
@@ -136,6 +162,17 @@ class Probe:
         r, used, idle = self.counted(args, {"ca": [ca.pid], "lb": [lb.pid]}, ca.pid)
         n = max(r["runs"], 1)
         print(f"{(r['runs'] - r['runs_failed']) / r['seconds']:.1f} agents/s over {r['seconds']:.1f} s; CPU ms per bootstrap: CA {used['ca'] / n * 1000:.2f}, LB {used['lb'] / n * 1000:.2f}; machine idle {idle:.1f}% (the window includes making the CSRs); failed {r['runs_failed']}")
+
+
+def system_seconds(pids):
+    """The kernel-mode CPU seconds (stime) of `pids`."""
+    total = 0
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def wrk(addr, seconds, connections=32):
@@ -190,7 +227,7 @@ def main():
             other.stop_all()
         return
     try:
-        {"memory": lambda: probe.memory(*rest), "throughput": lambda: probe.throughput(rest[0], rest[1:] or ["crossbar"]), "handshakes": lambda: probe.handshakes(*rest), "storm": lambda: probe.storm(*rest)}[what]()
+        {"memory": lambda: probe.memory(*rest), "throughput": lambda: probe.throughput(rest[0], rest[1:] or ["crossbar"]), "wrk": lambda: probe.wrk(rest[0], rest[1:] or ["crossbar"]), "handshakes": lambda: probe.handshakes(*rest), "storm": lambda: probe.storm(*rest)}[what]()
     finally:
         probe.stop_all()
 
