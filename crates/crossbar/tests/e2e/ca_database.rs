@@ -620,3 +620,71 @@ fn real_puppet_on_the_database_store_then_out_to_puppetserver_and_back() {
         http(c.ca.unwrap(), "GET", "/puppet-ca/v1/certificate/agent3.example.com", b"").unwrap();
     assert_eq!(status, 200, "the certificate puppetserver signed is served");
 }
+
+/// The offline CLI (`crossbar ca list/sign/revoke/clean --database --cadir`) on a CA node's
+/// host, while a node serves: what it does is in the database, served by the node at once, and
+/// in the audit trail as the offline CLI's.
+#[test]
+fn the_offline_cli_lists_signs_revokes_and_cleans_on_the_database_store() {
+    let pg = Postgres::start("pg");
+    let ca = DbCa::setup(&pg.url());
+    let node = ca.node("a", false);
+    let node_addr = node.ca.unwrap();
+    for name in ["offline1.example.com", "offline2.example.com"] {
+        let csr = testkit::fixture::csr_pem(name);
+        let path = format!("/puppet-ca/v1/certificate_request/{name}");
+        let (status, body) = http(node_addr, "PUT", &path, csr.as_bytes()).unwrap();
+        assert_eq!(status, 200, "{name}: {}", String::from_utf8_lossy(&body));
+    }
+    let cadir = ca.cadir("cli");
+    let offline = |args: &[&str]| {
+        let mut all = vec!["ca"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--database", &ca.url, "--cadir", &cadir]);
+        run_ok(&all)
+    };
+    let pending = offline(&["list"]);
+    assert!(pending.contains("offline1.example.com"), "{pending}");
+    assert!(pending.contains("offline2.example.com"), "{pending}");
+
+    offline(&["sign", "--certname", "offline1.example.com"]);
+    let served = get_certificate(node_addr, "offline1.example.com");
+    let stored = current(&pg, "offline1.");
+    assert_eq!(stored, vec![("offline1.example.com".to_owned(), served)], "the node serves it");
+    offline(&["sign", "--all"]);
+    let all = offline(&["list", "--all"]);
+    let signed = all.split_once("Signed Certificates:").map(|(_, signed)| signed).unwrap_or("");
+    assert!(signed.contains("offline2.example.com"), "signed by --all: {all}");
+
+    offline(&["revoke", "--certname", "offline1.example.com"]);
+    let serial = pg.psql(
+        "crossbar",
+        "SELECT upper(encode(serial, 'hex')) FROM ca_cert WHERE certname = 'offline1.example.com' AND revoked_at IS NOT NULL",
+    );
+    assert!(!serial.is_empty(), "offline1 is revoked in the database");
+    let (status, crl) =
+        http(node_addr, "GET", "/puppet-ca/v1/certificate_revocation_list/ca", b"").unwrap();
+    assert_eq!(status, 200);
+    let crl_file = ca.dir().join("offline.crl.pem");
+    std::fs::write(&crl_file, &crl).unwrap();
+    let text = Command::new("openssl")
+        .args(["crl", "-noout", "-text", "-in"])
+        .arg(&crl_file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).replace(':', "").to_uppercase();
+    assert!(text.contains(serial.trim_start_matches('0')), "the node's CRL lists {serial}: {text}");
+
+    offline(&["clean", "--certname", "offline2.example.com"]);
+    assert!(current(&pg, "offline2.").is_empty(), "offline2 is cleaned");
+    let (status, _) =
+        http(node_addr, "GET", "/puppet-ca/v1/certificate/offline2.example.com", b"").unwrap();
+    assert_eq!(status, 404, "the node no longer serves the cleaned certificate");
+    let audit = pg.psql(
+        "crossbar",
+        "SELECT actor || ' ' || action || ' ' || certname FROM ca_audit WHERE actor LIKE 'offline CLI%' ORDER BY id",
+    );
+    for action in ["sign offline1", "sign offline2", "revoke offline1", "clean offline2"] {
+        assert!(audit.contains(action), "the audit trail has {action}: {audit}");
+    }
+}
