@@ -314,12 +314,22 @@ impl Booted {
         let nspawn =
             testkit::process::ChildGuard::spawn("nspawn", command, root.path().parent().unwrap());
         let pid = nspawn.id();
+        // nspawn's first child is a helper in the host's PID namespace that sets up the
+        // container and exits; the container's init is the child that is PID 1 of its own
+        // namespace (its `NSpid` ends in 1). Entering the helper instead would run the test's
+        // commands half in the host.
         let init = testkit::wait::until(
             "the container's init",
             std::time::Duration::from_secs(30),
             || {
                 let out = Command::new("pgrep").args(["-P", &pid.to_string()]).output().ok()?;
-                String::from_utf8_lossy(&out.stdout).lines().next()?.trim().parse().ok()
+                String::from_utf8_lossy(&out.stdout).lines().find_map(|line| {
+                    let child: u32 = line.trim().parse().ok()?;
+                    let status = std::fs::read_to_string(format!("/proc/{child}/status")).ok()?;
+                    let nspid = status.lines().find(|l| l.starts_with("NSpid:"))?;
+                    let ids: Vec<&str> = nspid.split_whitespace().skip(1).collect();
+                    (ids.len() > 1 && ids.last() == Some(&"1")).then_some(child)
+                })
             },
         );
         let booted = Self { nspawn, init };
