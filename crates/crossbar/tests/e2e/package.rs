@@ -48,6 +48,15 @@ impl Root {
         self.dir.path()
     }
 
+    /// Unmounts the host's /proc from the root before it boots: systemd in the container must
+    /// see its own PID namespace only. With the host's still there, a mount made shared by
+    /// other tests (`ip netns`) could show through, and systemd in the root took host
+    /// processes for its service's and killed them on stop.
+    fn unmount_proc(&self) {
+        let unmounted = Command::new("umount").arg(self.path().join("proc")).status().unwrap();
+        assert!(unmounted.success(), "unmount /proc from the root");
+    }
+
     /// Runs `args` in the root.
     fn run(&self, args: &[&str]) -> Output {
         Command::new("chroot").arg(self.path()).args(args).env("LC_ALL", "C").output().unwrap()
@@ -306,6 +315,7 @@ impl Booted {
             "127.0.0.1 localhost puppet.example.com puppet\n",
         )
         .unwrap();
+        root.unmount_proc();
         let mut command = Command::new("systemd-nspawn");
         command
             .args(["--register=no", "--keep-unit", "--private-network", "-q", "-D"])
