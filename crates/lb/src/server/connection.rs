@@ -131,8 +131,7 @@ impl Connection {
         drop(snapshot);
         // Boxed, like `serve` below: a task's future is as large as the largest state it can be
         // in, and a parked connection should not pay for the handshake's or hyper's.
-        let paced = Paced::new(stream);
-        let clock = paced.clock();
+        let (paced, clock) = Paced::new(stream);
         let turns = self.turns.clone();
         let accept =
             Box::pin(async move { turns.take(acceptor.accept(paced)).await.map(Box::new) });
@@ -145,7 +144,7 @@ impl Connection {
             }
         };
         let cap = self.handshake_timeout.saturating_mul(HANDSHAKE_CAP_FACTOR);
-        let tls_stream = match tokio::time::timeout(cap, handshake).await {
+        let mut tls_stream = match tokio::time::timeout(cap, handshake).await {
             Ok(Some(Ok(s))) => s,
             Ok(Some(Err(e))) => {
                 return self.handshake_failed(&e.to_string(), HandshakeFailure::classify(&e))
@@ -154,8 +153,9 @@ impl Connection {
                 return self.handshake_failed("timed out", HandshakeFailure::Timeout)
             }
         };
-        let mut tls_stream = tls_stream;
-        tls_stream.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
+        let (tcp, tls) = tls_stream.get_mut();
+        tcp.stop();
+        tls.set_buffer_limit(Some(TLS_SEND_BUFFER));
         let metrics = &self.state.metrics;
         metrics.handshakes.fetch_add(1, Ordering::Relaxed);
         metrics.connections_open.fetch_add(1, Ordering::Relaxed);

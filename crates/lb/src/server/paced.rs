@@ -4,7 +4,8 @@
 //! throws away signatures already made, the agents come back, and the load only grows (the
 //! herd benchmark lost a quarter of its runs that way). A client that stalls — sends nothing
 //! while the LB waits on it, or reads nothing while the LB has bytes for it — is still cut off
-//! after the timeout; a hard cap bounds every handshake whatever happens.
+//! after the timeout; a hard cap bounds every handshake whatever happens. Once the handshake
+//! is over the stream is passed through untimed ([`Paced::stop`]): requests pay nothing for it.
 
 use std::{
     io,
@@ -29,7 +30,8 @@ const NOT_WAITING: u64 = u64::MAX;
 #[derive(Debug)]
 pub(super) struct Paced<T> {
     inner: T,
-    clock: Arc<WaitClock>,
+    /// `None` once stopped.
+    clock: Option<Arc<WaitClock>>,
 }
 
 /// Since when (milliseconds after `origin`) the stream has been waiting on the client.
@@ -73,19 +75,23 @@ impl WaitClock {
 }
 
 impl<T> Paced<T> {
-    pub(super) fn new(inner: T) -> Self {
+    /// The stream, and the clock that tells how long it has been waiting on the client.
+    pub(super) fn new(inner: T) -> (Self, Arc<WaitClock>) {
         let clock = WaitClock { origin: Instant::now(), since: AtomicU64::new(NOT_WAITING) };
-        Self { inner, clock: Arc::new(clock) }
+        let clock = Arc::new(clock);
+        (Self { inner, clock: Some(clock.clone()) }, clock)
     }
 
-    pub(super) fn clock(&self) -> Arc<WaitClock> {
-        self.clock.clone()
+    /// Stops timing (the handshake is over): reads and writes go straight through.
+    pub(super) fn stop(&mut self) {
+        self.clock = None;
     }
 
     fn note<R>(&self, poll: &Poll<R>) {
-        match poll {
-            Poll::Pending => self.clock.waiting(),
-            Poll::Ready(_) => self.clock.progressed(),
+        match (&self.clock, poll) {
+            (None, _) => {}
+            (Some(clock), Poll::Pending) => clock.waiting(),
+            (Some(clock), Poll::Ready(_)) => clock.progressed(),
         }
     }
 }
@@ -147,8 +153,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_that_sends_nothing_stalls_the_stream() {
         let (ours, _theirs) = tokio::io::duplex(64);
-        let mut paced = Paced::new(ours);
-        let clock = paced.clock();
+        let (mut paced, clock) = Paced::new(ours);
         let mut buf = [0u8; 8];
         let read = paced.read(&mut buf);
         tokio::select! {
@@ -161,8 +166,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stream_busy_on_our_side_is_never_stalled_however_long_it_takes() {
         let (ours, mut theirs) = tokio::io::duplex(64);
-        let mut paced = Paced::new(ours);
-        let clock = paced.clock();
+        let (mut paced, clock) = Paced::new(ours);
         theirs.write_all(b"hello").await.expect("write");
         let mut buf = [0u8; 5];
         paced.read_exact(&mut buf).await.expect("read");
@@ -177,8 +181,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn progress_restarts_the_wait() {
         let (ours, mut theirs) = tokio::io::duplex(64);
-        let mut paced = Paced::new(ours);
-        let clock = paced.clock();
+        let (mut paced, clock) = Paced::new(ours);
         let mut buf = [0u8; 1];
         let reader = tokio::spawn(async move {
             for _ in 0..3 {
@@ -193,5 +196,16 @@ mod tests {
         }
         reader.await.expect("reader");
         assert_eq!(clock.waited(), None, "each byte came within 10 s: never stalled");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_stream_is_no_longer_timed() {
+        let (ours, _theirs) = tokio::io::duplex(64);
+        let (mut paced, clock) = Paced::new(ours);
+        paced.stop();
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(Duration::from_secs(60), paced.read(&mut buf));
+        assert!(read.await.is_err(), "nothing was sent");
+        assert_eq!(clock.waited(), None, "a stopped stream does not time its waits");
     }
 }
