@@ -6,7 +6,7 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use testkit::netns::Network;
@@ -100,14 +100,10 @@ fn a_ctrl_c_tears_the_hosts_down() {
     assert!(namespaces().contains(&ns));
     let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     assert!(sent.expect("kill").success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the holder did not exit after SIGINT");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status =
+        testkit::wait::until("the holder to exit after SIGINT", Duration::from_secs(20), || {
+            child.try_wait().expect("wait")
+        });
     let mut stderr = String::new();
     child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("stderr");
     assert_eq!(status.code(), Some(130), "torn down, then exit 130 (not killed): {stderr}");
