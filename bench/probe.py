@@ -69,23 +69,42 @@ class Probe:
             return None
         return subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "1000", "--call-graph", "dwarf,16384", "-p", str(pid), "-o", "/tmp/probe.perf"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def counted(self, sim_args, watched, perf_pid):
-        """Runs `crossbar sim ...sim_args`; returns its report, the CPU seconds each group of
-        `watched` pids (a dict) used meanwhile, the simulator's own, and the machine's idle %."""
-        before = {name: bench.cpu_seconds(pids) for name, pids in watched.items()}
+    def sim(self, args):
+        """`crossbar sim ...args`; its JSON report."""
+        subprocess.run([self.xb, "sim", *args, "--json", "/tmp/probe.json"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return json.load(open("/tmp/probe.json"))
+
+    def counted(self, run, watched, perf_pid):
+        """Calls `run()` (which runs a load generator as a child process); returns what it
+        returned, the CPU seconds each group of `watched` pids (a dict) used meanwhile plus the
+        generator's own (`generator`), the kernel-mode part of each group's, and the machine's
+        idle %."""
+        before = {name: (bench.cpu_seconds(pids), system_seconds(pids)) for name, pids in watched.items()}
         machine0 = [float(x) for x in open("/proc/stat").readline().split()[1:]]
         r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         recorder = self.perf(perf_pid)
-        subprocess.run([self.xb, "sim", *sim_args, "--json", "/tmp/probe.json"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        result = run()
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        used = {name: bench.cpu_seconds(pids) - before[name] for name, pids in watched.items()}
-        used["simulator"] = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+        used = {name: bench.cpu_seconds(pids) - before[name][0] for name, pids in watched.items()}
+        kernel = {name: system_seconds(pids) - before[name][1] for name, pids in watched.items()}
+        used["generator"] = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
         machine = [b - a for a, b in zip(machine0, [float(x) for x in open("/proc/stat").readline().split()[1:]])]
         if recorder:
             recorder.send_signal(signal.SIGINT)
             recorder.wait()
         idle = 100 * (machine[3] + machine[4]) / sum(machine)
-        return json.load(open("/tmp/probe.json")), used, idle
+        return result, used, kernel, idle
+
+    def each_lb(self, kinds):
+        """Starts each of `kinds` in turn (RSA key) in front of two stubs; yields its kind,
+        address, the pids to watch and its pid, and stops it when the caller is done."""
+        stub_procs, stubs = self.stubs()
+        for kind in kinds:
+            lb, addr = self.lb(kind, "rsa", stubs)
+            time.sleep(0.5)
+            yield kind, addr, {"lb": bench.tree(lb.pid), "stubs": [p.pid for p in stub_procs]}, lb.pid
+            os.killpg(lb.pid, signal.SIGTERM)
+            lb.wait(timeout=30)
 
     def memory(self, agents):
         _, stubs = self.stubs()
@@ -103,51 +122,29 @@ class Probe:
         print(f"{line}: PSS {pss / 1024:.1f} MiB ({(pss - base) / int(agents):.1f} KiB per connection over {base / 1024:.1f} MiB at rest); {'; '.join(gauges)}")
 
     def throughput(self, seconds, kinds):
-        stub_procs, stubs = self.stubs()
-        for kind in kinds:
-            lb, addr = self.lb(kind, "rsa", stubs)
-            time.sleep(0.5)
-            watched = {"lb": bench.tree(lb.pid), "stubs": [p.pid for p in stub_procs]}
+        for kind, addr, watched, pid in self.each_lb(kinds):
             args = ["throughput", "--lb", addr, "--certs", str(self.w / "agents"), "--agents", "32", "--connections", "32", "--duration", seconds]
-            r, used, idle = self.counted(args, watched, lb.pid)
+            r, used, _, idle = self.counted(lambda: self.sim(args), watched, pid)
             n = max(r["requests_ok"], 1)
             us = {k: v / n * 1e6 for k, v in used.items()}
-            print(f"{kind:9s} {r['requests_per_second']:7.0f} req/s; CPU µs per request: LB {us['lb']:5.1f}, stubs {us['stubs']:5.1f}, simulator {us['simulator']:5.1f}, total {sum(us.values()):5.1f}; machine idle {idle:.1f}%, failed {r['requests_failed']}")
-            os.killpg(lb.pid, signal.SIGTERM)
-            lb.wait(timeout=30)
+            print(f"{kind:9s} {r['requests_per_second']:7.0f} req/s; CPU µs per request: LB {us['lb']:5.1f}, stubs {us['stubs']:5.1f}, simulator {us['generator']:5.1f}, total {sum(us.values()):5.1f}; machine idle {idle:.1f}%, failed {r['requests_failed']}")
 
     def wrk(self, seconds, kinds):
-        stub_procs, stubs = self.stubs()
-        for kind in kinds:
-            lb, addr = self.lb(kind, "rsa", stubs)
-            time.sleep(0.5)
-            watched = {"lb": bench.tree(lb.pid), "stubs": [p.pid for p in stub_procs]}
-            before = {name: bench.cpu_seconds(pids) for name, pids in watched.items()}
-            lb_sys0 = system_seconds(watched["lb"])
-            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            recorder = self.perf(lb.pid)
-            rate, p99 = wrk(addr, seconds)
-            lb_sys = system_seconds(watched["lb"]) - lb_sys0
-            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            if recorder:
-                recorder.send_signal(signal.SIGINT)
-                recorder.wait()
+        for kind, addr, watched, pid in self.each_lb(kinds):
+            (rate, p99), used, kernel, _ = self.counted(lambda: wrk(addr, seconds), watched, pid)
             n = rate * float(seconds)
-            us = {name: (bench.cpu_seconds(pids) - before[name]) / n * 1e6 for name, pids in watched.items()}
-            us["wrk"] = ((r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)) / n * 1e6
-            sys_us = lb_sys / n * 1e6
-            print(f"{kind:9s} {rate:7.0f} req/s, p99 {p99:.2f} ms; CPU µs per request: LB {us['lb']:5.1f} (kernel {sys_us:4.1f}, user {us['lb'] - sys_us:4.1f}), stubs {us['stubs']:5.1f}, wrk {us['wrk']:5.1f}, total {sum(us.values()):5.1f}", flush=True)
-            os.killpg(lb.pid, signal.SIGTERM)
-            lb.wait(timeout=30)
+            us = {k: v / n * 1e6 for k, v in used.items()}
+            sys_us = kernel["lb"] / n * 1e6
+            print(f"{kind:9s} {rate:7.0f} req/s, p99 {p99:.2f} ms; CPU µs per request: LB {us['lb']:5.1f} (kernel {sys_us:4.1f}, user {us['lb'] - sys_us:4.1f}), stubs {us['stubs']:5.1f}, wrk {us['generator']:5.1f}, total {sum(us.values()):5.1f}", flush=True)
 
     def handshakes(self, key, seconds):
         stub_procs, stubs = self.stubs()
         lb, addr = self.lb("crossbar", key, stubs)
         watched = {"lb": [lb.pid], "stubs": [p.pid for p in stub_procs]}
         args = ["handshakes", "--lb", addr, "--certs", str(self.w / "agents"), "--agents", "500", "--concurrency", "32", "--duration", seconds]
-        r, used, _ = self.counted(args, watched, lb.pid)
+        r, used, _, _ = self.counted(lambda: self.sim(args), watched, lb.pid)
         ms = {k: v / max(r["handshakes"], 1) * 1000 for k, v in used.items()}
-        print(f"{r['handshakes_per_second']:.0f} handshakes/s; CPU ms per handshake: LB {ms['lb']:.2f}, simulator {ms['simulator']:.2f}, stubs {ms['stubs']:.2f}; failed {r['requests_failed']}")
+        print(f"{r['handshakes_per_second']:.0f} handshakes/s; CPU ms per handshake: LB {ms['lb']:.2f}, simulator {ms['generator']:.2f}, stubs {ms['stubs']:.2f}; failed {r['requests_failed']}")
 
     def storm(self, agents):
         d = Path("/tmp/probe-storm-ca")
@@ -159,7 +156,7 @@ class Probe:
         ca_addr = ca.stdout.readline().strip().rsplit("//", 1)[1]
         lb, addr = self.lb("crossbar", "ec", [ca_addr, ca_addr])
         args = ["bootstrap", "--lb", addr, "--cacert", str(self.w / "ca/ca_crt.pem"), "--agents", agents, "--concurrency", "32"]
-        r, used, idle = self.counted(args, {"ca": [ca.pid], "lb": [lb.pid]}, ca.pid)
+        r, used, _, idle = self.counted(lambda: self.sim(args), {"ca": [ca.pid], "lb": [lb.pid]}, ca.pid)
         n = max(r["runs"], 1)
         print(f"{(r['runs'] - r['runs_failed']) / r['seconds']:.1f} agents/s over {r['seconds']:.1f} s; CPU ms per bootstrap: CA {used['ca'] / n * 1000:.2f}, LB {used['lb'] / n * 1000:.2f}; machine idle {idle:.1f}% (the window includes making the CSRs); failed {r['runs_failed']}")
 
