@@ -12,6 +12,9 @@ accounted per process. They reuse the certificates of a full run: first
                                                  # request of the LB, the stubs and wrk
     bench/probe.py DIR ab BIN_A BIN_B 5 10       # two crossbar builds, kept-alive, interleaved
                                                  # rounds (wrk, then the simulator), medians
+    bench/probe.py DIR hs-ab BIN_A BIN_B ec 5 10 # two crossbar builds, new handshakes with
+                                                 # `openssl s_time -new` as bench.py (rsa|ec LB
+                                                 # key, RSA-4096 agent), LB CPU ms each, medians
 
 BIN is a crossbar binary (e.g. target/release/crossbar). `PERF=1` records `perf` of the LB (of
 the CA for `storm`) into /tmp/probe.perf. Timing here is for understanding, not for claims:
@@ -209,16 +212,47 @@ def ab(probe_a, probe_b, rounds, seconds):
         print(f"{name} {xb}: wrk median {statistics.median(r['wrk']):8.0f} req/s (rounds {', '.join(f'{x:.0f}' for x in r['wrk'])}), p99 median {statistics.median(r['p99']):.2f} ms, LB CPU median {statistics.median(r['cpu']):.1f} µs/request; simulator median {statistics.median(r['sim']):8.0f} req/s (rounds {', '.join(f'{x:.0f}' for x in r['sim'])})")
 
 
+def handshakes_ab(probe_a, probe_b, key, rounds, seconds):
+    """LB CPU per full handshake of two crossbar builds, interleaved rounds, with two
+    `openssl s_time -new` clients presenting the RSA-4096 agent certificate of a full run."""
+    import re
+    import statistics
+    _, stubs = probe_a.stubs()
+    name = "s-time-rsa-4096.example.com"
+    cert, agent_key = (probe_a.w / "s_time-rsa-4096" / f"{name}.{ext}" for ext in ("pem", "key"))
+    results = {"A": [], "B": []}
+    for _ in range(int(rounds)):
+        for label, probe in (("A", probe_a), ("B", probe_b)):
+            lb, addr = probe.lb("crossbar", key, stubs)
+            time.sleep(0.5)
+            before = bench.cpu_seconds(bench.tree(lb.pid))
+            clients = [subprocess.Popen(["openssl", "s_time", "-connect", addr, "-new", "-cert", str(cert), "-key", str(agent_key), "-CAfile", str(probe.w / "ca/ca_crt.pem"), "-time", str(seconds), "-www", "/status/v1/simple"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+            outputs = [c.communicate(timeout=int(seconds) + 60)[0] for c in clients]
+            used = bench.cpu_seconds(bench.tree(lb.pid)) - before
+            os.killpg(lb.pid, signal.SIGTERM)
+            lb.wait(timeout=30)
+            count = sum(int(m.group(1)) for o in outputs for m in [re.search(r"(\d+) connections in [\d.]+ real seconds", o)] if m)
+            ms = used / max(count, 1) * 1000
+            results[label].append(ms)
+            print(f"{label} round: {count} handshakes, LB {ms:.3f} CPU ms each", flush=True)
+    for label, xb in (("A", probe_a.xb), ("B", probe_b.xb)):
+        r = results[label]
+        print(f"{label} {xb}: LB CPU median {statistics.median(r):.3f} ms per handshake (rounds {', '.join(f'{x:.3f}' for x in r)})")
+
+
 def main():
     if len(sys.argv) < 4:
         sys.exit(__doc__)
     bench.raise_fd_limit()
     work, what, binary, rest = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
     probe = Probe(work, binary)
-    if what == "ab":
+    if what in ("ab", "hs-ab"):
         other = Probe(work, rest[0])
         try:
-            ab(probe, other, rest[1], rest[2])
+            if what == "ab":
+                ab(probe, other, rest[1], rest[2])
+            else:
+                handshakes_ab(probe, other, rest[1], rest[2], rest[3])
         finally:
             probe.stop_all()
             other.stop_all()
