@@ -172,10 +172,11 @@ class Bench:
 
     def backends(self):
         log("backends: two stub compilers (test doubles) and a crossbar CA")
-        self.stubs = []
+        self.stubs, self.stub_procs = [], []
         for i in (1, 2):
             proc = self.start(f"stub{i}", [self.crossbar, "stub-compiler"])
             self.stubs.append(wait_line(proc.out, "listening on").rsplit("//", 1)[1])
+            self.stub_procs.append(proc)
         ca_dir = self.work / "ca-backend"
         self.run([self.crossbar, "ca", "setup", "--cadir", str(ca_dir), "--ca-name", "backend.example.com", "--key", "ec-p256"])
         conf = self.work / "ca-backend.toml"

@@ -147,6 +147,7 @@ def handshakes(b):
         agents[agent_key] = (out_dir / f"{name}.pem", out_dir / f"{name}.key")
     out = {"seconds": seconds, "client": "openssl s_time -new (2 processes), GET /status/v1/simple", "lbs": {}}
     from bench import cpu_seconds
+    out["plain_connection"] = plain_connection_cost(b, seconds)
     for kind in b.args.peers:
         for lb_key in ("rsa", "ec"):
             # The floor, measured right before this LB's handshakes: this VM's speed drifts by
@@ -155,6 +156,7 @@ def handshakes(b):
             for agent_key, (cert, key) in agents.items():
                 proc, addr = b.start_lb(kind, lb_key, name=f"hs-{kind}")
                 try:
+                    suite = negotiated_suite(addr, b.ca_bundle)
                     before = cpu_seconds(proc.pids())
                     clients = [subprocess.Popen(["openssl", "s_time", "-connect", addr, "-new", "-cert", str(cert), "-key", str(key), "-CAfile", b.ca_bundle, "-time", str(seconds), "-www", "/status/v1/simple"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
                     outputs = [c.communicate(timeout=seconds + 60)[0] for c in clients]
@@ -162,13 +164,35 @@ def handshakes(b):
                 finally:
                     proc.stop()
                 count = sum(int(m.group(1)) for o in outputs for m in [re.search(r"(\d+) connections in [\d.]+ real seconds", o)] if m)
-                result = {"handshakes": count, "per_second": count / seconds, "lb_cpu_s": used, "cpu_ms_per_handshake": used / count * 1000 if count else None,
+                result = {"handshakes": count, "per_second": count / seconds, "lb_cpu_s": used, "cpu_ms_per_handshake": used / count * 1000 if count else None, "suite": suite,
                           "floor_ms": floor.get(f"{lb_key}/{agent_key}")}
                 out["lbs"].setdefault(kind, {})[f"{lb_key}/{agent_key}"] = result
                 b.log(f"  {kind} (LB {lb_key}, agent {agent_key}): {count} handshakes, {result['cpu_ms_per_handshake'] or 0:.3f} ms CPU each")
                 if not count:
                     b.log("  s_time said: " + outputs[0][-400:])
     b.results["handshakes_per_process"] = out
+
+
+def negotiated_suite(addr, ca_bundle):
+    """The TLS version and suite the LB at `addr` picks for OpenSSL's default offer (Puppet's)."""
+    text = subprocess.run(["openssl", "s_client", "-connect", addr, "-CAfile", ca_bundle], input="", capture_output=True, text=True, timeout=30).stdout
+    found = re.search(r"New, (TLSv[\d.]+), Cipher is (\S+)", text)
+    return f"{found.group(1)} {found.group(2)}" if found else None
+
+
+def plain_connection_cost(b, seconds):
+    """What a connection costs a server with no TLS at all: the stub compiler (hyper on tokio,
+    as crossbar) hit directly by wrk with a new TCP connection per request; its CPU ms per
+    connection from /proc. Any LB pays at least this per handshake on top of the crypto."""
+    from bench import cpu_seconds
+    stub = b.stub_procs[0]
+    before = cpu_seconds(stub.pids())
+    text = subprocess.run(["wrk", "-t2", "-c2", f"-d{seconds}s", "-H", "Connection: close", f"http://{b.stubs[0]}/status/v1/simple"], capture_output=True, text=True, timeout=seconds + 60).stdout
+    used = cpu_seconds(stub.pids()) - before
+    found = re.search(r"(\d+) requests in", text)
+    count = int(found.group(1)) if found else 0
+    b.log(f"  plain TCP connection to the stub: {count} connections, {used / max(count, 1) * 1000:.3f} ms of the stub's CPU each")
+    return {"connections": count, "cpu_ms_per_connection": used / count * 1000 if count else None, "client": "wrk -t2 -c2 -H 'Connection: close', GET /status/v1/simple, plain HTTP"}
 
 
 def adjacent_floor(b, lb_key):

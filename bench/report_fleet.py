@@ -157,6 +157,13 @@ def handshake_section(results, out, verdicts):
                 shown[case] = r["floor_ms"]
     for case, f in (shown or floor).items():
         out.append(f"\nFloor {case}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in f["parts"].items()) + ".")
+    suites = {lb: sorted({r["suite"] for r in per.values() if r.get("suite")}) for lb, per in hs["lbs"].items()}
+    if any(suites.values()):
+        out.append("\nNegotiated with OpenSSL's default offer (as Puppet's agents): " + "; ".join(f"{lb} {', '.join(v) or '–'}" for lb, v in suites.items()) + ".")
+    plain = hs.get("plain_connection") or {}
+    if plain.get("cpu_ms_per_connection"):
+        out.append(f"\nA connection without TLS: the stub compiler (hyper on tokio, as crossbar) hit directly by `{plain['client']}` spends {plain['cpu_ms_per_connection']:.3f} ms of CPU per connection "
+                   "(accept, read, answer, close). Every LB pays at least that per handshake on top of the floor, and a proxied request besides.")
     out.append("")
 
 
