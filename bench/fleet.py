@@ -59,7 +59,12 @@ def balance(b):
         stubs.append(wait_line(proc.out, "listening on").rsplit("//", 1)[1])
     cap = capacity(model)
     warmup = 0 if b.smoke else b.args.balance_warmup
-    out = {"model": model, "capacity_runs_per_s": cap, "interval_s": RUN_INTERVAL_S, "seconds": seconds, "warmup_s": warmup, "loads": {}}
+    # The simulator spreads the agents by their certnames and numbers their runs, and the stubs
+    # draw a numbered run's compile time from it: every LB gets the same arrivals and the same
+    # work per run (common random numbers).
+    # The smoke run's 16 agents each run within its 4 s (splay is spread over the interval).
+    interval = seconds if b.smoke else RUN_INTERVAL_S
+    out = {"model": model, "capacity_runs_per_s": cap, "interval_s": interval, "seconds": seconds, "warmup_s": warmup, "common_draws": True, "loads": {}}
     chosen = [tuple(x.split(":", 1)) for x in b.args.balancers] if b.args.balancers else BALANCERS
     for load in b.args.loads:
         agents = max(8, round(load * cap * RUN_INTERVAL_S)) if not b.smoke else 16
@@ -73,13 +78,18 @@ def balance(b):
             try:
                 before = [get_json(f"http://{s}/stub/v1/stats") for s in stubs]
                 began = time.time()
-                report = b.sim("runs", "--lb", addr, "--certs", str(b.work / "agents"), "--agents", str(agents), "--interval", f"{RUN_INTERVAL_S}s", "--splay", "--warmup", f"{warmup}s", "--duration", f"{seconds}s", timeout=warmup + seconds * 3 + 300)
+                report = b.sim("runs", "--lb", addr, "--certs", str(b.work / "agents"), "--agents", str(agents), "--interval", f"{interval}s", "--splay", "--warmup", f"{warmup}s", "--duration", f"{seconds}s", timeout=warmup + seconds * 3 + 300)
                 after = [get_json(f"http://{s}/stub/v1/stats") for s in stubs]
             finally:
                 proc.stop()
             wall = max(time.time() - began, 1e-9)  # warm-up, measured runs and the drain
             report["utilisation"] = [(a["busy_slot_s"] - o["busy_slot_s"]) / (model["slots"] * wall) for o, a in zip(before, after)]
             report["compiler_wait_s"] = [a["waited_s"] - o["waited_s"] for o, a in zip(before, after)]
+            catalogs = sum(a.get("catalogs", 0) - o.get("catalogs", 0) for o, a in zip(before, after))
+            numbered = sum(a.get("numbered_catalogs", 0) - o.get("numbered_catalogs", 0) for o, a in zip(before, after))
+            report["catalogs_with_common_draws"] = [numbered, catalogs]
+            if numbered != catalogs:
+                b.log(f"  WARNING: {name} passed the run number on for {numbered} of {catalogs} catalogs: its draws are not all common")
             report["agents"] = agents
             rows[name] = slim(report)
             b.log(f"  runs {report['runs']} failed {report['runs_failed']}, run p50 {report['run_ms']['p50']:.0f} ms p99 {report['run_ms']['p99']:.0f} ms, utilisation " + " ".join(f"{u:.0%}" for u in report["utilisation"]))

@@ -59,7 +59,8 @@ def balance_section(results, out, verdicts, key="balance", title="Balancing qual
                f"speeds {', '.join(str(x) for x in m['speeds'])} (the fourth at half speed); catalog compile time log-normal, median {m['median_s'] * 1000:.0f} ms, sigma {m['sigma']}, "
                f"{m['slow_share']:.0%} of nodes in environments ten times slower (stable per node); other requests {m['other_s'] * 1000:.0f} ms of a slot. "
                f"Capacity {b['capacity_runs_per_s']:.1f} runs/s. Simulated Puppet 7 agents (real TLS, client certificates, one connection per run) run every {b['interval_s']} s with splay, "
-               f"{b['seconds']} s measured per LB and load" + (f" after {b['warmup_s']} s of runs not measured (every node has run once: an LB that has seen the fleet before)" if b.get('warmup_s') else " from the first run (an LB that has never seen the fleet)") + "; runs under way at the end are waited for. A run that gets `503` with `Retry-After` sleeps and retries as Puppet does; a run fails on any other error.\n")
+               f"{b['seconds']} s measured per LB and load" + (f" after {b['warmup_s']} s of runs not measured (every node has run once: an LB that has seen the fleet before)" if b.get('warmup_s') else " from the first run (an LB that has never seen the fleet)") + "; runs under way at the end are waited for. A run that gets `503` with `Retry-After` sleeps and retries as Puppet does; a run fails on any other error."
+               + (" Every LB is given the same arrivals and the same compile time for the same run: splay from the certname, compile time from the certname and the run's number (common random numbers), so the LBs differ by how they balance, not by their draws." if b.get("common_draws") else "") + "\n")
     for load, rows in b["loads"].items():
         out.append(f"### {load} of capacity\n")
         out.append("| LB | agents | runs | failed | run p50 / p99 / max s | catalog p50 / p99 s | 503s retried | utilisation c1 / c2 / c3 / c4 (half speed) |")
@@ -72,6 +73,10 @@ def balance_section(results, out, verdicts, key="balance", title="Balancing qual
         failed = {name: failures(r) for name, r in rows.items() if failures(r)}
         if failed:
             out.append("\nWhy runs failed: " + "; ".join(f"{name}: " + ", ".join(f"{why} ×{n}" for why, n in f.items()) for name, f in failed.items()) + ".")
+        common = {name: r["catalogs_with_common_draws"] for name, r in rows.items() if r.get("catalogs_with_common_draws")}
+        if common:
+            off = {name: c for name, c in common.items() if c[0] != c[1]}
+            out.append("\nCommon draws: " + ("every LB passed the run number on with every catalog." if not off else "; ".join(f"{name} passed it on for {c[0]} of {c[1]} catalogs" for name, c in off.items()) + " (those draws were not common)."))
         ours = {k: v["run_ms"]["p99"] for k, v in crossbar_rows(rows).items() if v["runs"] > v["runs_failed"]}
         peers = {k: v["run_ms"]["p99"] for k, v in peer_rows(rows).items() if v["runs"] > v["runs_failed"]}
         if load == "80%" and ours and peers:

@@ -124,6 +124,26 @@ pub struct RunPlan {
     pub steps: Vec<Step>,
 }
 
+impl RunPlan {
+    /// Numbers this run for the stub compiler (see [`crate::stub::RUN_HEADER`]): its catalog
+    /// request carries `run`, so the stub gives it the same compile time behind every LB.
+    pub fn number(&mut self, run: u64) {
+        for step in self.steps.iter_mut().filter(|step| step.kind == Kind::Catalog) {
+            step.headers.push((HeaderName::from_static(crate::stub::RUN_HEADER), run.into()));
+        }
+    }
+}
+
+/// Where in the first run interval an agent's first run falls, as a fraction of it (Puppet's
+/// splay): from a hash of the certname, so that every LB measured in a benchmark sees the same
+/// arrivals.
+pub fn splay_fraction(certname: &str) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    ("splay", certname).hash(&mut hasher);
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 const ENV: &str = "production";
 const PLUGINS_SHALLOW: &str =
     "recurse=false&links=manage&checksum_type=sha256&source_permissions=ignore";
@@ -332,6 +352,34 @@ fn form_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_numbered_run_tells_the_stub_its_number_on_the_catalog_request_only() {
+        let mut plan =
+            plan(Generation::Puppet7, "a.example.com", true, false, &Bytes::new(), &Bytes::new());
+        plan.number(3);
+        let numbered: Vec<Kind> = plan
+            .steps
+            .iter()
+            .filter(|step| {
+                step.headers
+                    .iter()
+                    .any(|(name, value)| name == crate::stub::RUN_HEADER && value == "3")
+            })
+            .map(|step| step.kind)
+            .collect();
+        assert_eq!(numbered, [Kind::Catalog]);
+    }
+
+    #[test]
+    fn splay_is_the_same_for_a_node_every_time_and_spread_over_the_interval() {
+        let fractions: Vec<f64> =
+            (0..1000).map(|i| splay_fraction(&format!("agent{i}.example.com"))).collect();
+        assert_eq!(fractions[0], splay_fraction("agent0.example.com"));
+        assert!(fractions.iter().all(|f| (0.0..1.0).contains(f)));
+        let first_half = fractions.iter().filter(|f| **f < 0.5).count();
+        assert!((430..570).contains(&first_half), "{first_half} of 1000 in the first half");
+    }
 
     #[test]
     fn a_run_follows_the_agents_order() {

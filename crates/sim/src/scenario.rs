@@ -31,8 +31,9 @@ pub struct Common {
 pub enum Schedule {
     /// Each agent starts its next run as soon as the last one ends.
     BackToBack,
-    /// Every `every`; with `splay`, each agent's first run is at a random point of the first
-    /// interval (Puppet's `splay`), else all start at once.
+    /// Every `every`; with `splay`, each agent's first run is at its own point of the first
+    /// interval (Puppet's `splay`; from its certname, the same for every LB measured), else
+    /// all start at once.
     Interval { every: Duration, splay: bool },
 }
 
@@ -110,9 +111,10 @@ async fn agent_loop(
     let report = agent::report_json(&agent.certname);
     let mut next = tokio::time::Instant::now();
     if let Schedule::Interval { every, splay: true } = schedule {
-        next += every.mul_f64(fastrand::f64());
+        next += every.mul_f64(agent::splay_fraction(&agent.certname));
     }
     let mut first = true;
+    let mut run_number = 0;
     loop {
         if next >= clock.deadline {
             return;
@@ -126,7 +128,9 @@ async fn agent_loop(
         };
         let facts = agent::catalog_form(&agent.certname);
         let renew = fastrand::f64() < kind.renew_fraction;
-        let plan = agent::plan(kind.generation, &agent.certname, first, renew, &facts, &report);
+        let mut plan = agent::plan(kind.generation, &agent.certname, first, renew, &facts, &report);
+        plan.number(run_number);
+        run_number += 1;
         let ok = one_run(stats, target, agent, &plan, clock.finish_by).await;
         stats.run_done(started.elapsed(), ok);
         first = false;
