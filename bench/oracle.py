@@ -1,26 +1,29 @@
 #!/usr/bin/python3
-"""What the balancing scenario's p99 could be at best: the benchmark's compiler model
-(bench/fleet.py `balance`: JRuby-like slots, log-normal compile times, slow environments, one
-half-speed compiler) and its agents, simulated in discrete events with no network and no LB
-cost, under two policies:
+"""What a balancing policy can reach in the balancing scenario's model, and how much one run's
+p99 moves with the draws. The model is the stub compilers' and the simulated agents' (bench/fleet.py
+`balance`): four compilers of four JRuby-like slots, one at half speed, log-normal compile times,
+10% of nodes in slow environments, agents every 30 s with splay, each run four light requests,
+the catalog and the report, one after the other. Discrete events, no network, no LB cost, no
+timing of this machine. Within a seed every policy gets the same arrivals and draws.
 
-- `clairvoyant`: each request goes where it will finish soonest, knowing the exact compile
-  time of every request already queued and of this one on each compiler (earliest finish
-  time). No online balancer knows this much; it bounds what one can do from below, in practice.
-- `leastconn`: the member with the fewest requests in flight per slot, the request queued
-  inside it if all its slots are busy (HAProxy's `leastconn`, roughly), as a check that the
-  model matches the measured runs.
-- `online`: each request where it is expected to finish soonest, from what an LB can know: the
-  requests on each member and how long they have run, the mean work of a light request and of
-  a catalog, and (steady state) whether the node is in a slow environment, but never the
-  compile time drawn for a request.
+Policies:
 - `nowait`: every request on a free full-speed slot at once (the report's no-wait floor, with
   this seed's draws).
+- `clairvoyant`: each request where it will finish soonest, knowing the exact compile time of
+  everything queued and of itself (greedy earliest finish; strong, though not optimal).
+- `online`: each request where it is expected to finish soonest from what an LB can know: what
+  each member holds and for how long, the mean work of a light request and of a catalog, and
+  whether the node is in a slow environment (`online-first`: not on a node's first run).
+- `least-latency`: crossbar's (lb/src/balance.rs `shortest_expected_delay`) with max_in_flight
+  = slots and its averages at their long-run means (`least-latency-first`: node costs unknown on
+  a node's first run).
+- `leastconn`: fewest in flight per slot, queued inside the member when its slots are busy.
+- `leastconn-maxconn`: HAProxy's `leastconn` with `maxconn` = slots, as the benchmark configures
+  it: among members with a free slot the one with the fewest in flight; with none free, the LB's
+  queue, whose head goes to the first slot that frees, fast or slow.
 
-    bench/oracle.py [LOAD] [SEEDS]     # e.g. 0.8 5: p99 run time per policy and seed
-
-Used by the report (`bench/report_fleet.py`) for the balance section. Pure Python: no timing
-of this machine enters the figures."""
+    bench/oracle.py [LOAD] [SEEDS] [WARMUP_S]   # e.g. 0.8 20 30: p99 per policy and seed,
+                                                # then medians and ratios to leastconn-maxconn"""
 import heapq
 import math
 import random
@@ -100,6 +103,12 @@ def dispatch(slots, in_flight, speeds, work, now, policy):
         return now + work
     if policy == "clairvoyant":
         member = min(range(len(speeds)), key=finish_on)
+    elif policy == "leastconn-maxconn":
+        free = [m for m in range(len(speeds)) if min(slots[m]) <= now]
+        if free:
+            member = min(free, key=lambda m: (sum(f > now for f in slots[m]), m))
+        else:
+            member = min(range(len(speeds)), key=lambda m: (min(slots[m]), m))
     else:
         for m in range(len(speeds)):
             in_flight[m] = [f for f in in_flight[m] if f > now]
@@ -165,7 +174,7 @@ def p99(values):
     return values[min(len(values) - 1, int(len(values) * 0.99))]
 
 
-POLICIES = ("nowait", "clairvoyant", "online", "online-first", "least-latency", "least-latency-first", "leastconn")
+POLICIES = ("nowait", "clairvoyant", "online", "online-first", "least-latency", "least-latency-first", "leastconn", "leastconn-maxconn")
 
 
 def p99_by_policy(model, load, seconds, warmup=0.0, seeds=20):
@@ -193,8 +202,8 @@ def main():
         values = sorted(figures[policy])
         print(f"{policy}: median {values[len(values) // 2]:.2f} s, range {values[0]:.2f}-{values[-1]:.2f} s")
     for policy in POLICIES[1:-1]:
-        ratios = sorted(c / l for c, l in zip(figures[policy], figures["leastconn"]))
-        print(f"{policy} / leastconn, same draws: median {ratios[len(ratios) // 2]:.2f}, range {ratios[0]:.2f}-{ratios[-1]:.2f}, {sum(r <= 0.9 for r in ratios)} of {len(ratios)} at or under 0.9")
+        ratios = sorted(c / l for c, l in zip(figures[policy], figures["leastconn-maxconn"]))
+        print(f"{policy} / leastconn-maxconn, same draws: median {ratios[len(ratios) // 2]:.2f}, range {ratios[0]:.2f}-{ratios[-1]:.2f}, {sum(r <= 0.9 for r in ratios)} of {len(ratios)} at or under 0.9")
 
 
 if __name__ == "__main__":
