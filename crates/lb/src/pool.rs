@@ -234,11 +234,16 @@ impl Member {
 
     /// Counts a response by status class.
     /// Time from sending a request to its response head, for latency-aware selection.
-    pub(crate) fn record_latency(&self, work: Work, took: Duration) {
+    /// Records an answer to a request of `work` that took `took`, for a node whose cost is
+    /// `cost` times the average (1 when unknown): the average of all requests takes `took` (a
+    /// queued request waits for whatever holds the slot), that of `work` an average node's
+    /// time, `took / cost`. Otherwise a member that heavy nodes are kept away from would look
+    /// fast to the next heavy node, and one that takes them would look slow to light nodes.
+    fn record_latency(&self, work: Work, took: Duration, cost: f64) {
         let now = Instant::now();
         if let Ok(mut ewma) = self.latency.lock() {
             ewma[0].record(took.as_secs_f64(), now);
-            ewma[work.index()].record(took.as_secs_f64(), now);
+            ewma[work.index()].record(took.as_secs_f64() / cost.max(f64::MIN_POSITIVE), now);
         }
     }
 
@@ -431,14 +436,14 @@ impl Pool {
         took: Duration,
     ) {
         let aware = self.settings.strategy == balance::Strategy::LeastLatency;
-        if let (true, Work::Catalog, Some(certname), Some(average)) =
-            (aware, work, certname, member.latency_of(Work::Catalog))
-        {
-            if average > 0.0 {
+        let mut cost = 1.0;
+        if let (true, Work::Catalog, Some(certname)) = (aware, work, certname) {
+            cost = self.node_costs.factor(certname);
+            if let Some(average) = member.latency_of(Work::Catalog).filter(|a| *a > 0.0) {
                 self.node_costs.learn(certname, took.as_secs_f64() / average);
             }
         }
-        member.record_latency(work, took);
+        member.record_latency(work, took, cost);
     }
 
     /// A jittered `Retry-After` in seconds, so that shed agents do not come back together.
@@ -605,6 +610,27 @@ mod tests {
             pool.pick(Some("light"), Work::Other, &[]),
             Pick::Member(1),
             "a light request takes the slow member"
+        );
+    }
+
+    #[test]
+    fn a_members_catalog_average_is_an_average_nodes_whoever_it_served() {
+        let settings = PoolSettings { strategy: balance::Strategy::LeastLatency, ..quick() };
+        let pool = pool(&[(false, Some(1)), (false, Some(1))], settings);
+        let (fast, slow) = (&pool.members()[0], &pool.members()[1]);
+        pool.node_costs.learn("heavy", 10.0);
+        // The fast member compiles heavy nodes (a second each, a tenth for an average node);
+        // the half-speed one is kept to light nodes (0.2 s each).
+        for _ in 0..4 {
+            pool.learn(fast, Work::Catalog, Some("heavy"), Duration::from_millis(1000));
+            pool.learn(slow, Work::Catalog, Some("light"), Duration::from_millis(200));
+        }
+        let (f, s) = (fast.latency_of(Work::Catalog), slow.latency_of(Work::Catalog));
+        assert!(f.zip(s).is_some_and(|(f, s)| f < s), "fast {f:?} against slow {s:?}");
+        assert_eq!(
+            pool.pick(Some("heavy"), Work::Catalog, &[]),
+            Pick::Member(0),
+            "the next heavy node goes to the fast member"
         );
     }
 
