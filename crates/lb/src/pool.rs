@@ -232,13 +232,12 @@ impl Member {
         }
     }
 
-    /// Counts a response by status class.
-    /// Time from sending a request to its response head, for latency-aware selection.
-    /// Records an answer to a request of `work` that took `took`, for a node whose cost is
-    /// `cost` times the average (1 when unknown): the average of all requests takes `took` (a
-    /// queued request waits for whatever holds the slot), that of `work` an average node's
-    /// time, `took / cost`. Otherwise a member that heavy nodes are kept away from would look
-    /// fast to the next heavy node, and one that takes them would look slow to light nodes.
+    /// Records `took`, the time from sending a request of `work` to its response head, for
+    /// latency-aware selection; `cost` is the node's cost relative to the average (1 when
+    /// unknown). The all-requests average takes `took` (a queued request waits for whatever
+    /// holds the slot); that of `work` takes an average node's time, `took / cost`. Otherwise a
+    /// member that heavy nodes are kept away from would look fast to the next heavy node, and
+    /// one that takes them would look slow to light nodes.
     fn record_latency(&self, work: Work, took: Duration, cost: f64) {
         let now = Instant::now();
         if let Ok(mut ewma) = self.latency.lock() {
@@ -256,6 +255,7 @@ impl Member {
         self.latency.lock().ok()?[work.index()].value
     }
 
+    /// Counts a response by status class.
     pub(crate) fn record_status(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.stats.by_class[class].fetch_add(1, Ordering::Relaxed);
