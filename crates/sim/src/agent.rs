@@ -138,10 +138,7 @@ impl RunPlan {
 /// splay): from a hash of the certname, so that every LB measured in a benchmark sees the same
 /// arrivals.
 pub fn splay_fraction(certname: &str) -> f64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::hash::DefaultHasher::new();
-    ("splay", certname).hash(&mut hasher);
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+    (crate::stable_hash(("splay", certname)) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 const ENV: &str = "production";

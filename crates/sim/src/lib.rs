@@ -19,3 +19,13 @@ pub mod identity;
 pub mod scenario;
 pub mod stats;
 pub mod stub;
+
+/// A hash of `value` that is the same in every process of this build (SipHash with fixed
+/// keys): what the simulator and the stub derive per-node and per-run draws from, so that every
+/// LB measured is given the same ones.
+pub(crate) fn stable_hash(value: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::hash::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}

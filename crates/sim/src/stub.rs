@@ -12,7 +12,6 @@
 use std::{
     convert::Infallible,
     future::Future,
-    hash::{Hash, Hasher},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -56,10 +55,11 @@ pub struct JrubyModel {
 }
 
 /// The header in which the simulator numbers an agent's runs (`crossbar sim`, never a real
-/// agent; not `X-Crossbar-`, which the LB strips from clients). With it the stub draws a catalog's compile time from the certname and the run
-/// number instead of at random, so that every LB measured in a benchmark is given the same work
-/// for the same run (common random numbers): a comparison of balancers is then not swamped by
-/// the draws (a p99 of 2,600 runs moves by ±15% from them alone).
+/// agent; not `X-Crossbar-`, which the LB strips from clients). With it the stub draws a
+/// catalog's compile time from the certname and the run number instead of at random, so that
+/// every LB measured in a benchmark is given the same work for the same run (common random
+/// numbers): a comparison of balancers is then not swamped by the draws (a p99 of 2,600 runs
+/// moves by ±15% from them alone).
 pub const RUN_HEADER: &str = "x-sim-run-number";
 
 impl JrubyModel {
@@ -80,9 +80,7 @@ fn normal() -> f64 {
 
 /// The standard normal draw of `certname`'s run `run`: two uniforms from a hash of both.
 fn normal_for(certname: &str, run: u64) -> f64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    (certname, run).hash(&mut hasher);
-    let bits = hasher.finish();
+    let bits = crate::stable_hash((certname, run));
     let unit = |half: u64| (half as f64 + 0.5) / 4_294_967_296.0;
     box_muller(unit(bits >> 32), unit(bits & 0xffff_ffff))
 }
@@ -95,9 +93,7 @@ fn box_muller(u: f64, v: f64) -> f64 {
 /// Whether `certname`'s environment is a slow one: a stable hash, so each node always is or
 /// is not, as a node's environment is.
 fn slow_environment(certname: &str, share: f64) -> bool {
-    let mut hasher = std::hash::DefaultHasher::new();
-    certname.hash(&mut hasher);
-    (hasher.finish() % 10_000) as f64 / 10_000.0 < share
+    (crate::stable_hash(certname) % 10_000) as f64 / 10_000.0 < share
 }
 
 /// Slot usage of a modelled compiler.
