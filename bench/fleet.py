@@ -59,11 +59,11 @@ def balance(b):
         stubs.append(wait_line(proc.out, "listening on").rsplit("//", 1)[1])
     cap = capacity(model)
     warmup = 0 if b.smoke else b.args.balance_warmup
+    # The smoke run's 16 agents each run within its 4 s (splay is spread over the interval).
+    interval = seconds if b.smoke else RUN_INTERVAL_S
     # The simulator spreads the agents by their certnames and numbers their runs, and the stubs
     # draw a numbered run's compile time from it: every LB gets the same arrivals and the same
     # work per run (common random numbers).
-    # The smoke run's 16 agents each run within its 4 s (splay is spread over the interval).
-    interval = seconds if b.smoke else RUN_INTERVAL_S
     out = {"model": model, "capacity_runs_per_s": cap, "interval_s": interval, "seconds": seconds, "warmup_s": warmup, "common_draws": True, "loads": {}}
     chosen = [tuple(x.split(":", 1)) for x in b.args.balancers] if b.args.balancers else BALANCERS
     for load in b.args.loads:
@@ -168,12 +168,10 @@ def handshakes(b):
                 try:
                     suite = negotiated_suite(addr, b.ca_bundle)
                     before = cpu_seconds(proc.pids())
-                    clients = [subprocess.Popen(["openssl", "s_time", "-connect", addr, "-new", "-cert", str(cert), "-key", str(key), "-CAfile", b.ca_bundle, "-time", str(seconds), "-www", "/status/v1/simple"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-                    outputs = [c.communicate(timeout=seconds + 60)[0] for c in clients]
+                    count, outputs = s_time(addr, cert, key, b.ca_bundle, seconds)
                     used = cpu_seconds(proc.pids()) - before
                 finally:
                     proc.stop()
-                count = sum(int(m.group(1)) for o in outputs for m in [re.search(r"(\d+) connections in [\d.]+ real seconds", o)] if m)
                 result = {"handshakes": count, "per_second": count / seconds, "lb_cpu_s": used, "cpu_ms_per_handshake": used / count * 1000 if count else None, "suite": suite,
                           "floor_ms": floor.get(f"{lb_key}/{agent_key}")}
                 out["lbs"].setdefault(kind, {})[f"{lb_key}/{agent_key}"] = result
@@ -181,6 +179,15 @@ def handshakes(b):
                 if not count:
                     b.log("  s_time said: " + outputs[0][-400:])
     b.results["handshakes_per_process"] = out
+
+
+def s_time(addr, cert, key, ca_bundle, seconds):
+    """Two `openssl s_time -new` clients presenting `cert` to `addr` for `seconds`, each
+    connection one GET /status/v1/simple; the connections they completed, and their outputs."""
+    clients = [subprocess.Popen(["openssl", "s_time", "-connect", addr, "-new", "-cert", str(cert), "-key", str(key), "-CAfile", str(ca_bundle), "-time", str(seconds), "-www", "/status/v1/simple"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [c.communicate(timeout=int(seconds) + 60)[0] for c in clients]
+    count = sum(int(m.group(1)) for o in outputs for m in [re.search(r"(\d+) connections in [\d.]+ real seconds", o)] if m)
+    return count, outputs
 
 
 def negotiated_suite(addr, ca_bundle):

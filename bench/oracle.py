@@ -60,14 +60,14 @@ def simulate(model, runs, policy):
     in_flight = [[] for _ in speeds]  # finish times of requests on each member (leastconn)
     placed = [[] for _ in speeds]  # (start, finish, expected work) on each member (online)
     mean_catalog = model["median_s"] * math.exp(model["sigma"] ** 2 / 2)
-    events = [(run[0], i, 0, run[0]) for i, run in enumerate(runs)]
+    # (when, run, step, the run's start, whether the LB had queued this step's request)
+    events = [(run[0], i, 0, run[0], False) for i, run in enumerate(runs)]
     waiting = [0]  # requests queued in the LB (least-latency)
     heapq.heapify(events)
     durations = []
     while events:
-        now, i, step, began = heapq.heappop(events)
-        if step != int(step):  # a request the LB had queued, picking again
-            step = int(step + 0.5)
+        now, i, step, began, queued = heapq.heappop(events)
+        if queued:  # picking again now that a slot has freed
             waiting[0] -= 1
         _, slow, measured, seen, draw = runs[i]
         if step == 6:
@@ -86,11 +86,11 @@ def simulate(model, runs, policy):
             if finish is None:  # queued in the LB: pick again when the next slot frees
                 again = min(f for member in slots for f in member if f > now)
                 waiting[0] += 1
-                heapq.heappush(events, (again, i, step - 0.5, began))
+                heapq.heappush(events, (again, i, step, began, True))
                 continue
         else:
             finish = dispatch(slots, in_flight, speeds, work, now, policy)
-        heapq.heappush(events, (finish, i, step + 1, began))
+        heapq.heappush(events, (finish, i, step + 1, began, False))
     return durations
 
 

@@ -215,8 +215,8 @@ def ab(probe_a, probe_b, rounds, seconds):
 def handshakes_ab(probe_a, probe_b, key, rounds, seconds):
     """LB CPU per full handshake of two crossbar builds, interleaved rounds, with two
     `openssl s_time -new` clients presenting the RSA-4096 agent certificate of a full run."""
-    import re
     import statistics
+    from fleet import s_time
     _, stubs = probe_a.stubs()
     name = "s-time-rsa-4096.example.com"
     cert, agent_key = (probe_a.w / "s_time-rsa-4096" / f"{name}.{ext}" for ext in ("pem", "key"))
@@ -226,12 +226,10 @@ def handshakes_ab(probe_a, probe_b, key, rounds, seconds):
             lb, addr = probe.lb("crossbar", key, stubs)
             time.sleep(0.5)
             before = bench.cpu_seconds(bench.tree(lb.pid))
-            clients = [subprocess.Popen(["openssl", "s_time", "-connect", addr, "-new", "-cert", str(cert), "-key", str(agent_key), "-CAfile", str(probe.w / "ca/ca_crt.pem"), "-time", str(seconds), "-www", "/status/v1/simple"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-            outputs = [c.communicate(timeout=int(seconds) + 60)[0] for c in clients]
+            count, _ = s_time(addr, cert, agent_key, probe.w / "ca/ca_crt.pem", seconds)
             used = bench.cpu_seconds(bench.tree(lb.pid)) - before
             os.killpg(lb.pid, signal.SIGTERM)
             lb.wait(timeout=30)
-            count = sum(int(m.group(1)) for o in outputs for m in [re.search(r"(\d+) connections in [\d.]+ real seconds", o)] if m)
             ms = used / max(count, 1) * 1000
             results[label].append(ms)
             print(f"{label} round: {count} handshakes, LB {ms:.3f} CPU ms each", flush=True)
