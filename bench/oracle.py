@@ -17,22 +17,27 @@ Policies:
 - `least-latency`: crossbar's (lb/src/balance.rs `shortest_expected_delay`) with max_in_flight
   = slots and its averages at their long-run means (`least-latency-first`: node costs unknown on
   a node's first run).
+- `crossbar`: crossbar's least-latency as implemented, with its estimators (decaying averages per
+  member, node costs learnt from catalogs), which `least-latency` idealises; the gap between
+  the two is what the estimators cost.
 - `leastconn`: fewest in flight per slot, queued inside the member when its slots are busy.
 - `leastconn-maxconn`: HAProxy's `leastconn` with `maxconn` = slots, as the benchmark configures
   it: among members with a free slot the one with the fewest in flight; with none free, the LB's
   queue, whose head goes to the first slot that frees, fast or slow.
 
     bench/oracle.py [LOAD] [SEEDS] [WARMUP_S]   # e.g. 0.8 20 30: p99 per policy and seed,
-                                                # then medians and ratios to leastconn-maxconn"""
+                                                # then medians and ratios to leastconn-maxconn
+    bench/oracle.py LOAD bench [WARMUP_S]       # the benchmark's own draws (see `bench_runs`)"""
 import heapq
 import math
 import random
+import struct
 import sys
 
 
 def runs_for(model, load, seconds, seed, warmup=0.0, interval=30.0):
     """The agents' runs: (start time, node is slow, measured, node has run before, the compile
-    time drawn for its catalog) in start order, at `load` of the
+    time drawn for its catalog, the node) in start order, at `load` of the
     compilers' capacity, each agent every `interval` with a random offset (splay)."""
     rng = random.Random(seed)
     mean_catalog = model["median_s"] * math.exp(model["sigma"] ** 2 / 2) * (1 + 9 * model["slow_share"])
@@ -40,13 +45,74 @@ def runs_for(model, load, seconds, seed, warmup=0.0, interval=30.0):
     capacity = model["slots"] * sum(model["speeds"]) / per_run
     agents = round(capacity * load * interval)
     runs = []
-    for _ in range(agents):
+    for index in range(agents):
         offset, slow = rng.uniform(0, interval), rng.random() < model["slow_share"]
         k = 0
         while offset + k * interval < warmup + seconds:
             start = offset + k * interval
             draw = model["median_s"] * math.exp(rng.gauss(0, model["sigma"])) * (10 if slow else 1)
-            runs.append((start, slow, start >= warmup, k > 0, draw))
+            runs.append((start, slow, start >= warmup, k > 0, draw, index))
+            k += 1
+    runs.sort()
+    return runs, agents
+
+
+MASK = (1 << 64) - 1
+
+
+def siphash13(data):
+    """SipHash-1-3 with zero keys: what Rust's `DefaultHasher::new()` computes (crates/sim
+    `stable_hash`), over the bytes Rust's `Hash` writes."""
+    def rotl(x, b):
+        return ((x << b) | (x >> (64 - b))) & MASK
+    v = [0x736F6D6570736575, 0x646F72616E646F6D, 0x6C7967656E657261, 0x7465646279746573]
+
+    def sip_round():
+        v[0] = (v[0] + v[1]) & MASK; v[1] = rotl(v[1], 13) ^ v[0]; v[0] = rotl(v[0], 32)
+        v[2] = (v[2] + v[3]) & MASK; v[3] = rotl(v[3], 16) ^ v[2]
+        v[0] = (v[0] + v[3]) & MASK; v[3] = rotl(v[3], 21) ^ v[0]
+        v[2] = (v[2] + v[1]) & MASK; v[1] = rotl(v[1], 17) ^ v[2]; v[2] = rotl(v[2], 32)
+
+    def absorb(m):
+        v[3] ^= m
+        sip_round()
+        v[0] ^= m
+    end = len(data) - len(data) % 8
+    for i in range(0, end, 8):
+        absorb(struct.unpack_from("<Q", data, i)[0])
+    absorb(int.from_bytes(data[end:], "little") | (len(data) & 0xFF) << 56)
+    v[2] ^= 0xFF
+    for _ in range(3):
+        sip_round()
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
+
+
+def rust_str(text):
+    """The bytes Rust's `Hash for str` writes: the UTF-8, then 0xff."""
+    return text.encode() + b"\xff"
+
+
+def bench_runs(model, load, seconds, warmup=0.0, interval=30.0):
+    """The runs the benchmark itself gives every LB (common random numbers), as `runs_for`
+    returns them: agents `agent00000.sim.example.com` on, each first at its splay (crates/sim
+    `splay_fraction`), its environment slow or not (`slow_environment`), each run's compile time
+    from its certname and number (`normal_for`)."""
+    mean_catalog = model["median_s"] * math.exp(model["sigma"] ** 2 / 2) * (1 + 9 * model["slow_share"])
+    capacity = model["slots"] * sum(model["speeds"]) / (5 * model["other_s"] + mean_catalog)
+    agents = max(8, round(load * capacity * interval))
+    unit = lambda half: (half + 0.5) / 4_294_967_296.0  # noqa: E731
+    runs = []
+    for index in range(agents):
+        name = f"agent{index:05}.sim.example.com"
+        offset = interval * (siphash13(rust_str("splay") + rust_str(name)) >> 11) / (1 << 53)
+        slow = siphash13(rust_str(name)) % 10_000 / 10_000 < model["slow_share"]
+        k = 0
+        while offset + k * interval < warmup + seconds:
+            bits = siphash13(rust_str(name) + struct.pack("<Q", k))
+            z = math.sqrt(-2 * math.log(unit(bits >> 32))) * math.cos(2 * math.pi * unit(bits & 0xFFFFFFFF))
+            draw = model["median_s"] * math.exp(model["sigma"] * z) * (10 if slow else 1)
+            start = offset + k * interval
+            runs.append((start, slow, start >= warmup, k > 0, draw, index))
             k += 1
     runs.sort()
     return runs, agents
@@ -63,14 +129,17 @@ def simulate(model, runs, policy):
     # (when, run, step, the run's start, whether the LB had queued this step's request)
     events = [(run[0], i, 0, run[0], False) for i, run in enumerate(runs)]
     waiting = [0]  # requests queued in the LB (least-latency)
+    lb = Crossbar(speeds, model["slots"])
     heapq.heapify(events)
     durations = []
     while events:
         now, i, step, began, queued = heapq.heappop(events)
         if queued:  # picking again now that a slot has freed
             waiting[0] -= 1
-        _, slow, measured, seen, draw = runs[i]
+        _, slow, measured, seen, draw, node = runs[i]
         if step == 6:
+            if policy == "crossbar":
+                lb.answered(i, now)
             if measured:
                 durations.append(now - began)
             continue
@@ -79,7 +148,16 @@ def simulate(model, runs, policy):
             work = draw
             known = seen or not policy.endswith("-first")
             expected = mean_catalog * ((10 if slow else 1) if known else (1 + 9 * model["slow_share"]))
-        if policy.startswith("online"):
+        if policy == "crossbar":
+            if not queued and step > 0:
+                lb.answered(i, now)
+            finish = lb.dispatch(slots, work, step == 4, node, now, waiting, i)
+            if finish is None:
+                again = min(f for member in slots for f in member if f > now)
+                waiting[0] += 1
+                heapq.heappush(events, (again, i, step, began, True))
+                continue
+        elif policy.startswith("online"):
             finish = dispatch_online(slots, placed, speeds, work, expected, now)
         elif policy.startswith("least-latency"):
             finish = dispatch_least_latency(slots, speeds, work, expected, now, model, waiting)
@@ -92,6 +170,78 @@ def simulate(model, runs, policy):
             finish = dispatch(slots, in_flight, speeds, work, now, policy)
         heapq.heappush(events, (finish, i, step + 1, began, False))
     return durations
+
+
+class Ewma:
+    """lb/src/pool.rs `Ewma`: an average whose samples fade over `decay` seconds."""
+    def __init__(self, decay):
+        self.decay, self.value, self.at = decay, None, None
+
+    def record(self, sample, now):
+        if self.value is None:
+            self.value = sample
+        else:
+            keep = math.exp(-max(now - self.at, 0.0) / self.decay)
+            self.value = self.value * keep + sample * (1 - keep)
+        self.at = now
+
+
+class Crossbar:
+    """crossbar's least-latency as implemented, estimators and all (lb/src/pool.rs `pick` and
+    `learn`, lb/src/balance.rs `shortest_expected_delay`): each member's averages of all
+    requests, of catalogs (an average node's: time / the node's cost) and of the rest, decaying
+    over 10 s, a sample counting as at most twice the average (`SAMPLE_CAP`); each node's cost
+    learnt from its catalogs (half the old, half the new)."""
+    DECAY_S = 10.0
+    SAMPLE_CAP = 2.0
+
+    def __init__(self, speeds, slots):
+        self.speeds, self.slots = speeds, slots
+        self.ewma = [{kind: Ewma(self.DECAY_S) for kind in ("all", "catalog", "other")} for _ in speeds]
+        self.costs = {}
+        self.turn = 0
+        self.pending = {}  # run -> (member, catalog, node, sent)
+
+    def dispatch(self, slots, work, catalog, node, now, waiting, run):
+        factor = self.costs.get(node, 1.0) if catalog else 1.0
+        kind = "catalog" if catalog else "other"
+
+        def expected(m):
+            latency = (self.ewma[m][kind].value or 0.0) * factor
+            slot = self.ewma[m]["all"].value
+            slot = latency if slot is None else slot
+            if min(slots[m]) <= now:
+                return latency
+            return latency + slot * (waiting[0] + 1) / self.slots
+        n = len(self.speeds)
+        order = [(self.turn + k) % n for k in range(n)]
+        self.turn += 1
+        in_flight = lambda m: sum(f > now for f in slots[m])  # noqa: E731
+        best = min(order, key=lambda m: (expected(m), in_flight(m)))
+        if min(slots[best]) > now:
+            return None
+        free = min(slots[best])
+        finish = now + work / self.speeds[best]
+        slots[best][slots[best].index(free)] = finish
+        self.pending[run] = (best, catalog, node, now)
+        return finish
+
+    def answered(self, run, now):
+        member, catalog, node, sent = self.pending.pop(run)
+        took = now - sent
+        cost = 1.0
+        if catalog:
+            cost = self.costs.get(node, 1.0)
+            average = self.ewma[member]["catalog"].value
+            if average:
+                sample = took / average
+                self.costs[node] = 0.5 * self.costs.get(node, sample) + 0.5 * sample
+        self.ewma[member]["all"].record(took, now)
+        average = self.ewma[member]["catalog" if catalog else "other"]
+        sample = took / cost
+        if average.value is not None:
+            sample = min(sample, self.SAMPLE_CAP * average.value)
+        average.record(sample, now)
 
 
 def dispatch(slots, in_flight, speeds, work, now, policy):
@@ -174,7 +324,7 @@ def p99(values):
     return values[min(len(values) - 1, int(len(values) * 0.99))]
 
 
-POLICIES = ("nowait", "clairvoyant", "online", "online-first", "least-latency", "least-latency-first", "leastconn", "leastconn-maxconn")
+POLICIES = ("nowait", "clairvoyant", "online", "online-first", "least-latency", "least-latency-first", "crossbar", "leastconn", "leastconn-maxconn")
 
 
 def p99_by_policy(model, load, seconds, warmup=0.0, seeds=20):
@@ -193,6 +343,15 @@ MODEL = {"slots": 4, "speeds": [1.0, 1.0, 1.0, 0.5], "median_s": 0.2, "sigma": 0
 
 def main():
     load = float(sys.argv[1]) if len(sys.argv) > 1 else 0.8
+    if len(sys.argv) > 2 and sys.argv[2] == "bench":
+        warmup = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+        runs, agents = bench_runs(MODEL, load, 120, warmup)
+        print(f"the benchmark's draws: {agents} agents, {sum(r[2] for r in runs)} runs measured")
+        figures = {policy: p99(simulate(MODEL, runs, policy)) for policy in POLICIES}
+        for policy in POLICIES:
+            ratio = figures[policy] / figures["leastconn-maxconn"]
+            print(f"{policy}: p99 {figures[policy]:.2f} s, {ratio:.2f}× leastconn-maxconn")
+        return
     seeds = int(sys.argv[2]) if len(sys.argv) > 2 else 20
     warmup = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     figures = p99_by_policy(MODEL, load, 120, warmup, seeds)
