@@ -427,6 +427,7 @@ def main():
     parser.add_argument("--scenarios", nargs="+", default=SCENARIOS, choices=SCENARIOS, help="what to run (default: all); see bench/fleet.py for the operator scenarios")
     parser.add_argument("--balance-seconds", type=int, default=120, help="balance: seconds of measured agent runs at each load, per LB")
     parser.add_argument("--balance-warmup", type=int, default=30, help="balance: seconds of runs made first and not measured (one run interval: every node has run once, as for an LB that has seen the fleet before)")
+    parser.add_argument("--balance-rounds", type=int, default=1, help="balance: runs of every LB at each load, interleaved; each LB's round with the median p99 counts")
     parser.add_argument("--balancers", nargs="+", help="balance: only these, as kind:strategy (e.g. crossbar:least-latency haproxy:recommended); default all")
     parser.add_argument("--loads", nargs="+", type=float, default=[0.8, 1.1], help="balance: loads, as fractions of the compilers' capacity")
     parser.add_argument("--herd-agents", type=int, default=10000, help="herd: agents starting a run within one second")
