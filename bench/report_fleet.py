@@ -98,6 +98,7 @@ def balance_section(results, out, verdicts, key="balance", title="Balancing qual
                     every = r.get("rounds") or [{"runs": r["runs"], "runs_failed": r["runs_failed"]}]
                     lost, total = sum(x["runs_failed"] for x in every), sum(x["runs"] for x in every)
                     verdicts.append((f"balance at 110%: zero failed runs for {name}", f"{lost} of {total} failed" + (f" over {len(every)} rounds" if len(every) > 1 else f" ({retried(r)} 503s retried)"), lost == 0))
+        if load == "110%" and peer_rows(rows):
             out.append("\nPeers' failed runs at 110%: " + ", ".join(f"{name} {r['runs_failed']} of {r['runs']}" for name, r in peer_rows(rows).items()) + ".")
         out.append("")
 
@@ -223,7 +224,9 @@ def markdown(results):
     out, verdicts = [], []
     balance_section(results, out, verdicts)
     balance_section(results, out, verdicts, "balance_steady_state", "Balancing quality in a steady state (a second run: every node has run once before measuring)")
-    balance_section(results, out, verdicts, "balance_independent_draws", "Balancing quality, each LB with its own draws (an earlier run: 80% not judged here, 110% judged)", judged=("110%",))
+    balance_section(results, out, verdicts, "balance_overload", "Balancing quality at 110% of capacity (crossbar; the peers at 110% are in the section with independent draws)", judged=("110%",))
+    overload = "balance_overload" in results
+    balance_section(results, out, verdicts, "balance_independent_draws", f"Balancing quality, each LB with its own draws (an earlier run: 80% not judged here, 110% {'not judged' if overload else 'judged'})", judged=() if overload else ("110%",))
     herd_section(results, out, verdicts)
     herd_section(results, out, [], "herd_before_turns", "Thundering herd before handshakes took turns (kept-alive agents starved; an earlier run, the machine then faster)")
     herd_section(results, out, [], "herd_before_fixes", "Thundering herd before the fixes (the first run)")
