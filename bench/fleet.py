@@ -70,7 +70,6 @@ def balance(b):
     # A p99 moves by several percent between runs of identical work on two shared cores: with
     # rounds, every LB runs once per round, in turn, and its round with the median p99 counts.
     rounds = 1 if b.smoke else b.args.balance_rounds
-    out["rounds"] = rounds
     for load in b.args.loads:
         agents = max(8, round(load * cap * RUN_INTERVAL_S)) if not b.smoke else 16
         measured = {label(kind, strategy): [] for kind, strategy in chosen}

@@ -34,27 +34,34 @@ import random
 import struct
 import sys
 
+from fleet import capacity
+
 
 def runs_for(model, load, seconds, seed, warmup=0.0, interval=30.0):
     """The agents' runs: (start time, node is slow, measured, node has run before, the compile
     time drawn for its catalog, the node) in start order, at `load` of the
     compilers' capacity, each agent every `interval` with a random offset (splay)."""
     rng = random.Random(seed)
-    mean_catalog = model["median_s"] * math.exp(model["sigma"] ** 2 / 2) * (1 + 9 * model["slow_share"])
-    per_run = 5 * model["other_s"] + mean_catalog
-    capacity = model["slots"] * sum(model["speeds"]) / per_run
-    agents = round(capacity * load * interval)
+    agents = round(capacity(model) * load * interval)
     runs = []
     for index in range(agents):
         offset, slow = rng.uniform(0, interval), rng.random() < model["slow_share"]
-        k = 0
-        while offset + k * interval < warmup + seconds:
-            start = offset + k * interval
-            draw = model["median_s"] * math.exp(rng.gauss(0, model["sigma"])) * (10 if slow else 1)
-            runs.append((start, slow, start >= warmup, k > 0, draw, index))
-            k += 1
+        runs += agent_runs(model, index, offset, slow, lambda _: rng.gauss(0, 1), warmup + seconds, warmup, interval)
     runs.sort()
     return runs, agents
+
+
+def agent_runs(model, index, offset, slow, normal_of, until, warmup, interval):
+    """Agent `index`'s runs (as `runs_for` gives them) from `offset` every `interval` until
+    `until`; run k's compile time from the standard normal `normal_of(k)`."""
+    runs = []
+    k = 0
+    while offset + k * interval < until:
+        start = offset + k * interval
+        draw = model["median_s"] * math.exp(model["sigma"] * normal_of(k)) * (10 if slow else 1)
+        runs.append((start, slow, start >= warmup, k > 0, draw, index))
+        k += 1
+    return runs
 
 
 MASK = (1 << 64) - 1
@@ -97,23 +104,20 @@ def bench_runs(model, load, seconds, warmup=0.0, interval=30.0):
     returns them: agents `agent00000.sim.example.com` on, each first at its splay (crates/sim
     `splay_fraction`), its environment slow or not (`slow_environment`), each run's compile time
     from its certname and number (`normal_for`)."""
-    mean_catalog = model["median_s"] * math.exp(model["sigma"] ** 2 / 2) * (1 + 9 * model["slow_share"])
-    capacity = model["slots"] * sum(model["speeds"]) / (5 * model["other_s"] + mean_catalog)
-    agents = max(8, round(load * capacity * interval))
+    agents = max(8, round(load * capacity(model) * interval))
     unit = lambda half: (half + 0.5) / 4_294_967_296.0  # noqa: E731
+
+    def normal_of(name):
+        def normal(k):
+            bits = siphash13(rust_str(name) + struct.pack("<Q", k))
+            return math.sqrt(-2 * math.log(unit(bits >> 32))) * math.cos(2 * math.pi * unit(bits & 0xFFFFFFFF))
+        return normal
     runs = []
     for index in range(agents):
         name = f"agent{index:05}.sim.example.com"
         offset = interval * (siphash13(rust_str("splay") + rust_str(name)) >> 11) / (1 << 53)
         slow = siphash13(rust_str(name)) % 10_000 / 10_000 < model["slow_share"]
-        k = 0
-        while offset + k * interval < warmup + seconds:
-            bits = siphash13(rust_str(name) + struct.pack("<Q", k))
-            z = math.sqrt(-2 * math.log(unit(bits >> 32))) * math.cos(2 * math.pi * unit(bits & 0xFFFFFFFF))
-            draw = model["median_s"] * math.exp(model["sigma"] * z) * (10 if slow else 1)
-            start = offset + k * interval
-            runs.append((start, slow, start >= warmup, k > 0, draw, index))
-            k += 1
+        runs += agent_runs(model, index, offset, slow, normal_of(name), warmup + seconds, warmup, interval)
     runs.sort()
     return runs, agents
 
@@ -129,7 +133,7 @@ def simulate(model, runs, policy):
     # (when, run, step, the run's start, whether the LB had queued this step's request)
     events = [(run[0], i, 0, run[0], False) for i, run in enumerate(runs)]
     waiting = [0]  # requests queued in the LB (least-latency)
-    lb = Crossbar(speeds, model["slots"])
+    lb = Crossbar(speeds, model["slots"]) if policy == "crossbar" else None
     heapq.heapify(events)
     durations = []
     while events:
@@ -137,9 +141,9 @@ def simulate(model, runs, policy):
         if queued:  # picking again now that a slot has freed
             waiting[0] -= 1
         _, slow, measured, seen, draw, node = runs[i]
+        if lb and step > 0 and not queued:  # the run's previous request was answered
+            lb.answered(i, now)
         if step == 6:
-            if policy == "crossbar":
-                lb.answered(i, now)
             if measured:
                 durations.append(now - began)
             continue
@@ -148,26 +152,19 @@ def simulate(model, runs, policy):
             work = draw
             known = seen or not policy.endswith("-first")
             expected = mean_catalog * ((10 if slow else 1) if known else (1 + 9 * model["slow_share"]))
-        if policy == "crossbar":
-            if not queued and step > 0:
-                lb.answered(i, now)
+        if lb:
             finish = lb.dispatch(slots, work, step == 4, node, now, waiting, i)
-            if finish is None:
-                again = min(f for member in slots for f in member if f > now)
-                waiting[0] += 1
-                heapq.heappush(events, (again, i, step, began, True))
-                continue
         elif policy.startswith("online"):
             finish = dispatch_online(slots, placed, speeds, work, expected, now)
         elif policy.startswith("least-latency"):
             finish = dispatch_least_latency(slots, speeds, work, expected, now, model, waiting)
-            if finish is None:  # queued in the LB: pick again when the next slot frees
-                again = min(f for member in slots for f in member if f > now)
-                waiting[0] += 1
-                heapq.heappush(events, (again, i, step, began, True))
-                continue
         else:
             finish = dispatch(slots, in_flight, speeds, work, now, policy)
+        if finish is None:  # queued in the LB: pick again when the next slot frees
+            again = min(f for member in slots for f in member if f > now)
+            waiting[0] += 1
+            heapq.heappush(events, (again, i, step, began, True))
+            continue
         heapq.heappush(events, (finish, i, step + 1, began, False))
     return durations
 

@@ -72,7 +72,7 @@ def balance_section(results, out, verdicts, key="balance", title="Balancing qual
             out.append(f"| {name} | {r.get('agents')} | {r['runs']} | {r['runs_failed']} | {s(rm.get('p50'))} / {s(rm.get('p99'))} / {s(rm.get('max'))} | {s(c.get('p50'))} / {s(c.get('p99'))} | {retried(r)} | {util} |")
         multi = {name: r["rounds"] for name, r in rows.items() if len(r.get("rounds", [])) > 1}
         if multi:
-            out.append(f"\nEvery LB ran {b.get('rounds', len(next(iter(multi.values()))))} times at this load, the LBs in turn in each round; each row is the LB's round with the median p99 (the lower middle one for an even count). Every round's p99, in order: "
+            out.append(f"\nEvery LB ran {max(len(rs) for rs in multi.values())} times at this load, the LBs in turn in each round; each row is the LB's round with the median p99 (the lower middle one for an even count). Every round's p99, in order: "
                        + "; ".join(f"{name} " + " / ".join(s(x["p99_ms"]) for x in rs) + " s" for name, rs in multi.items()) + ".")
         failed = {name: failures(r) for name, r in rows.items() if failures(r)}
         if failed:
